@@ -51,7 +51,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"memtrain {args.command}: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
-        print(f"memtrain {args.command}: interrupted; finished work was kept, re-run to resume", file=sys.stderr)
+        msg = "interrupted; finished work was kept, re-run the same command to resume"
+        print(f"memtrain {args.command}: {msg}", file=sys.stderr)
         return 130
 
 

@@ -22,10 +22,12 @@ import tempfile
 import zipfile
 from functools import lru_cache
 from pathlib import Path
-
-import torch
+from typing import TYPE_CHECKING
 
 from memtrain.errors import MemtrainError
+
+if TYPE_CHECKING:  # torch is imported lazily: data-build workers only need the cache paths
+    import torch
 
 log = logging.getLogger(__name__)
 
@@ -72,11 +74,17 @@ def _embedded_gguf() -> Path:
     return cached
 
 
+def embedded_model_cache() -> Path:
+    """Where the converted embedded model lives (it may not exist yet)."""
+    return cache_dir() / "models" / "smollm2-135m-instruct"
+
+
 def embedded_model_dir() -> Path:
     """A transformers-loadable folder for the embedded model, converted from the GGUF once and cached."""
-    out = cache_dir() / "models" / "smollm2-135m-instruct"
+    out = embedded_model_cache()
     if (out / "model.safetensors").is_file() and (out / "tokenizer_config.json").is_file():
         return out
+    import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     gguf = _embedded_gguf()
@@ -112,6 +120,8 @@ def resolve_path(name: str) -> str:
 
 
 def pick_device(device: str = "auto") -> torch.device:
+    import torch
+
     if device == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(device)
@@ -127,6 +137,8 @@ def cpu_has_bf16() -> bool:
 
 def pick_dtype(dtype: str = "auto", device: torch.device | None = None) -> torch.dtype:
     """``auto``: bf16 on GPUs that support it and on CPUs with native bf16 (AVX512-BF16/AMX), else fp32."""
+    import torch
+
     if dtype != "auto":
         try:
             return {"bf16": torch.bfloat16, "bfloat16": torch.bfloat16, "fp16": torch.float16,
@@ -177,6 +189,7 @@ def _embedded_tokenizer():
 
 def tiny_model(seed: int = 0, hidden: int = 64, layers: int = 2):
     """A random-weight Llama with SmolLM2's tokenizer: real tokenization, instant forward passes."""
+    import torch
     from transformers import LlamaConfig, LlamaForCausalLM
 
     tok = _embedded_tokenizer()

@@ -23,6 +23,7 @@ class PromptSet:
     update: str  # fields: problem, memory, chunk
     final: str  # fields: problem, memory
     imr: str  # fields: memory, chunk
+    full_context: str  # fields: problem, document (baseline: the whole document in one prompt)
 
 
 V1 = PromptSet(
@@ -52,6 +53,13 @@ V1 = PromptSet(
         "<section>\n{chunk}\n</section>\n\n"
         "Your answer:"
     ),
+    full_context=(
+        "You are given a problem and an article. Read the article, solve the problem, and put your final "
+        "answer in \\boxed{{}}.\n\n"
+        "<problem>\n{problem}\n</problem>\n\n"
+        "<article>\n{document}\n</article>\n\n"
+        "Your answer:"
+    ),
 )
 
 PROMPT_SETS: dict[str, PromptSet] = {V1.version: V1}
@@ -79,3 +87,7 @@ def final_messages(problem: str, memory: str, version: str = "v1") -> list[dict[
 
 def imr_messages(memory: str, masked_chunk: str, version: str = "v1") -> list[dict[str, str]]:
     return user(get_prompts(version).imr.format(memory=memory, chunk=masked_chunk))
+
+
+def full_context_messages(problem: str, document: str, version: str = "v1") -> list[dict[str, str]]:
+    return user(get_prompts(version).full_context.format(problem=problem, document=document))

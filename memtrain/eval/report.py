@@ -1,0 +1,123 @@
+"""Tables and plots from one or several ``metrics.json`` files (accuracy vs context length).
+
+Rows are methods/models (each file's ``label``), columns are context lengths (``n_docs``, with the mean
+document length in tokens underneath) plus the average over lengths, as in the paper's tables. A cell is
+``–`` when a method has no scored question at that length (e.g. the full-context baseline beyond the
+model's window), and the average is then taken over the lengths it was scored on (marked with ``*``).
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from memtrain.errors import MemtrainError
+from memtrain.io import atomic_open
+
+
+def load_metrics(paths: Sequence[str | Path]) -> list[dict[str, Any]]:
+    out = []
+    for p in paths:
+        path = Path(p)
+        if path.is_dir():
+            path = path / "metrics.json"
+        if not path.is_file():
+            raise MemtrainError(f"metrics file not found: {path} (run `memtrain eval` first)")
+        try:
+            out.append(json.loads(path.read_text(encoding="utf-8")))
+        except json.JSONDecodeError as e:
+            raise MemtrainError(f"{path}: not valid JSON ({e})") from None
+        if "by_length" not in out[-1]:
+            raise MemtrainError(f"{path}: no per-length results (is it a proxy-task metrics file?)")
+    return out
+
+
+def _lengths(metrics: Sequence[dict[str, Any]]) -> list[str]:
+    keys = {k for m in metrics for k in m["by_length"]}
+    return sorted(keys, key=lambda k: (int(k), "") if k.isdigit() else (1 << 60, k))
+
+
+def _tokens(metrics: Sequence[dict[str, Any]], length: str) -> float | None:
+    toks = [m["by_length"][length].get("mean_tokens") for m in metrics if length in m["by_length"]]
+    toks = [t for t in toks if t]
+    return sum(toks) / len(toks) if toks else None
+
+
+def _fmt_tokens(n: float | None) -> str:
+    if n is None:
+        return "?"
+    return f"{n / 1000:.1f}K" if n >= 1000 else f"{n:.0f}"
+
+
+def _value(group: dict[str, Any] | None, metric: str) -> float | None:
+    if not group:
+        return None
+    return group.get("accuracy" if metric == "accuracy" else metric)
+
+
+def markdown_table(metrics: Sequence[dict[str, Any]], metric: str = "accuracy") -> str:
+    """A markdown table of ``metric`` (percent) per method and context length, plus the average."""
+    lengths = _lengths(metrics)
+    head = "| method | " + " | ".join(f"{n} docs (≈{_fmt_tokens(_tokens(metrics, n))} tok)" for n in lengths)
+    lines = [head + " | avg |", "|---" * (len(lengths) + 2) + "|"]
+    for m in metrics:
+        vals = [_value(m["by_length"].get(n), metric) for n in lengths]
+        cells = ["–" if v is None else f"{100 * v:.1f}" for v in vals]
+        scored = [v for v in vals if v is not None]
+        avg = "–" if not scored else f"{100 * sum(scored) / len(scored):.1f}"
+        avg += "*" if scored and len(scored) < len(vals) else ""
+        lines.append(f"| {m.get('label', '?')} | " + " | ".join(cells) + f" | {avg} |")
+    counts = ", ".join(
+        f"{m.get('label', '?')}: {m['overall']['n_scored']} scored / {m['overall']['n']}" for m in metrics
+    )
+    note = metrics[0].get("headline_note", "") if metric == "accuracy" else metric
+    return "\n".join(lines) + f"\n\nMetric: {note}. Questions: {counts}.\n"
+
+
+def plot_accuracy(metrics: Sequence[dict[str, Any]], path: str | Path, metric: str = "accuracy",
+                  title: str | None = None) -> Path:
+    """PNG of ``metric`` vs mean context length in tokens (log x), one line per method."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.4, 4.2), dpi=120)
+    for m in metrics:
+        xs, ys = [], []
+        for g in m["by_length"].values():
+            v = _value(g, metric)
+            if v is not None and g.get("mean_tokens"):
+                xs.append(g["mean_tokens"])
+                ys.append(100 * v)
+        order = sorted(range(len(xs)), key=xs.__getitem__)
+        ax.plot([xs[i] for i in order], [ys[i] for i in order], marker="o", label=m.get("label", "?"))
+    ax.set_xscale("log")
+    ax.set_xlabel("context length (tokens, log scale)")
+    ax.set_ylabel(f"{metric} (%)")
+    ax.set_ylim(-2, 102)
+    ax.grid(True, alpha=0.3)
+    ax.legend()
+    if title:
+        ax.set_title(title)
+    fig.tight_layout()
+    path = Path(path)
+    with atomic_open(path, "wb") as f:
+        fig.savefig(f, format="png")
+    plt.close(fig)
+    return path
+
+
+def write_report(metrics_paths: Sequence[str | Path], out_dir: str | Path, metric: str = "accuracy",
+                 title: str | None = None) -> str:
+    """``results.md`` and ``accuracy_vs_length.png`` in ``out_dir``; returns the markdown table."""
+    metrics = load_metrics(metrics_paths)
+    out = Path(out_dir)
+    table = markdown_table(metrics, metric)
+    text = (f"# {title}\n\n" if title else "") + table
+    with atomic_open(out / "results.md") as f:
+        f.write(text)
+    plot_accuracy(metrics, out / "accuracy_vs_length.png", metric, title)
+    return table

@@ -1,0 +1,39 @@
+"""Markdown table and accuracy-vs-length plot from metrics.json files."""
+
+from __future__ import annotations
+
+import pytest
+
+from memtrain.errors import MemtrainError
+from memtrain.eval.report import markdown_table, write_report
+from memtrain.eval.results import write_metrics
+
+
+def _row(n: int, sub: float | None) -> dict:
+    metrics = None if sub is None else {"sub_em": sub, "em": sub, "f1": sub, "strict_em": 0.0, "boxed": 1.0}
+    return {"n_docs": n, "n_tokens": 140 * n, "n_chunks": 1, "seconds": 0.1, "metrics": metrics}
+
+
+def test_table_and_plot_from_two_runs(tmp_path):
+    a = write_metrics(tmp_path / "agent", [_row(5, 1.0), _row(5, 0.0), _row(50, 0.5), _row(50, 0.5)],
+                      {"label": "agent"})
+    b = write_metrics(tmp_path / "full", [_row(5, 1.0), _row(5, 1.0), _row(50, None), _row(50, None)],
+                      {"label": "full"})
+    table = markdown_table([a, b])
+    lines = table.splitlines()
+    assert "5 docs (≈700 tok)" in lines[0] and "50 docs (≈7.0K tok)" in lines[0]
+    assert lines[0].endswith("avg |")
+    assert lines[2] == "| agent | 50.0 | 50.0 | 50.0 |"
+    assert lines[3] == "| full | 100.0 | – | 100.0* |"  # skipped length: a dash, average over scored only
+    paths = [tmp_path / "agent" / "metrics.json", tmp_path / "full"]
+    out = write_report(paths, tmp_path / "report", title="t")
+    assert out == table
+    md = (tmp_path / "report" / "results.md").read_text()
+    assert md.startswith("# t\n") and "| agent |" in md
+    png = (tmp_path / "report" / "accuracy_vs_length.png").read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 5000
+
+
+def test_missing_metrics_file_is_a_clear_error(tmp_path):
+    with pytest.raises(MemtrainError, match="not found"):
+        write_report([tmp_path / "nope"], tmp_path)

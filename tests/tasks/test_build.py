@@ -1,0 +1,199 @@
+"""`memtrain data build` end to end on real data: no leaks, budgets, determinism, resume, bad input."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from memtrain.cli import main
+from memtrain.errors import MemtrainError
+from memtrain.prompts import MASK, TARGET
+from memtrain.tasks.build import BuildConfig, FastTokenizer, build_dataset, load_tasks, resolve_tokenizer
+from memtrain.tasks.e2e import preset
+from memtrain.tasks.masking import leaks, mask_entity
+
+CPU = preset("cpu")
+
+
+def embedded_cfg(out: Path, **kw) -> BuildConfig:
+    base = dict(corpus="embedded", out=str(out), task=CPU, num_tasks=12, shard_size=5, limit_pages=12)
+    base.update(kw)
+    return BuildConfig(**base)
+
+
+def shard_bytes(out: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted(out.glob("shard-*.*"))}
+
+
+def assert_valid_tasks(tasks, tokenizer, cfg) -> None:
+    """The invariants every produced task must hold, checked exhaustively."""
+    assert tasks
+    for t in tasks:
+        assert t.kind == "e2e" and 1 <= len(t.chunks) <= cfg.max_chunks
+        assert len(t.imr) == len(t.chunks)
+        assert sum(c.count(MASK) for c in t.chunks) >= 1
+        for c in t.chunks:
+            assert len(tokenizer.encode(c, add_special_tokens=False)) <= cfg.chunk_tokens
+            for form in t.answers:  # zero leaks: no chunk contains any accepted answer form
+                assert not leaks(c, [form]), (t.id, form)
+        for i, cands in enumerate(t.imr):
+            assert len(cands) <= cfg.imr_per_chunk
+            for cand in cands:
+                masked, n = mask_entity(t.chunks[i], cand.forms, TARGET)
+                assert n >= 1 and not leaks(masked, cand.forms), (t.id, cand)
+                assert not any(leaks(o, cand.forms) for j, o in enumerate(t.chunks) if j != i)
+        d = t.to_dict()
+        assert d["reward_model"]["ground_truth"] == t.answer and d["data_source"] == "memtrain/e2e"
+
+
+@pytest.fixture(scope="module")
+def embedded_build(tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("emb")
+    build_dataset(embedded_cfg(out), progress=False)
+    return out
+
+
+def test_embedded_dump_tasks_never_leak(embedded_build, tokenizer):
+    tasks = load_tasks(embedded_build)
+    assert len(tasks) == 12
+    assert len({t.id for t in tasks}) == 12
+    assert_valid_tasks(tasks, tokenizer, CPU)
+    stats = json.loads((embedded_build / "stats.json").read_text())
+    assert stats["documents"] == 12 and stats["shards"] == 3
+    assert stats["pivots_tried"] == 12 + sum(stats["drops"].values())
+    assert sum(h["count"] for h in stats["tokens_per_doc"]["histogram"]) == 12
+    assert stats["corpus"]["pages"] == 12
+    assert sum(stats["answer_labels"].values()) == 12
+    card = (embedded_build / "README.md").read_text()
+    assert "CC BY-SA" in card and "embedded" in card
+
+
+def test_shared_wikipedia_jsonl_tasks_never_leak(shared_data, tmp_path, tokenizer):
+    src = shared_data / "wikipedia" / "enwiki_vital_articles_lead_extracts-00.jsonl"
+    cfg = BuildConfig(corpus=str(src), out=str(tmp_path), task=CPU, num_tasks=16, shard_size=8,
+                      limit_pages=300, format="parquet")
+    stats = build_dataset(cfg, progress=False)
+    tasks = load_tasks(tmp_path)
+    assert len(tasks) == stats["documents"] == 16
+    assert_valid_tasks(tasks, tokenizer, CPU)
+    assert load_tasks(tmp_path / "shard-00001.parquet")[0].to_dict() == tasks[8].to_dict()
+
+
+def test_same_seed_same_bytes_for_any_worker_count(embedded_build, tmp_path):
+    build_dataset(embedded_cfg(tmp_path / "w2", workers=2), progress=False)
+    assert shard_bytes(tmp_path / "w2") == shard_bytes(embedded_build)
+    build_dataset(embedded_cfg(tmp_path / "s1", task=replace(CPU, seed=1)), progress=False)
+    assert shard_bytes(tmp_path / "s1") != shard_bytes(embedded_build)
+
+
+class Killed(Exception):
+    pass
+
+
+def test_resume_after_kill_and_after_deleting_a_shard(embedded_build, tmp_path):
+    out = tmp_path / "r"
+
+    def kill_after_first(s: int) -> None:
+        raise Killed(s)
+
+    with pytest.raises(Killed):
+        build_dataset(embedded_cfg(out), progress=False, after_shard=kill_after_first)
+    assert sorted(p.name for p in out.glob("shard-*")) == ["shard-00000.jsonl"]
+    first = out / "shard-00000.jsonl"
+    mtime = first.stat().st_mtime_ns
+    stats = build_dataset(embedded_cfg(out), progress=False)
+    assert stats["timings"]["shards_resumed"] == 1 and stats["timings"]["shards_built"] == 2
+    assert first.stat().st_mtime_ns == mtime  # finished work untouched
+    assert shard_bytes(out) == shard_bytes(embedded_build)
+
+    (out / "shard-00001.jsonl").unlink()
+    stats = build_dataset(embedded_cfg(out), progress=False)
+    assert stats["timings"]["shards_built"] == 1 and stats["documents"] == 12
+    assert shard_bytes(out) == shard_bytes(embedded_build)
+
+
+def test_other_config_in_same_folder_needs_overwrite(embedded_build, tmp_path):
+    out = tmp_path / "o"
+    build_dataset(embedded_cfg(out, num_tasks=5), progress=False)
+    with pytest.raises(MemtrainError, match="different configuration"):
+        build_dataset(embedded_cfg(out), progress=False)
+    build_dataset(embedded_cfg(out), progress=False, overwrite=True)
+    assert shard_bytes(out) == shard_bytes(embedded_build)
+
+
+def test_build_module_does_not_import_torch():
+    """Data-build workers only need tokenizer files; importing torch would cost ~1.5 s per worker."""
+    import subprocess
+    import sys
+
+    code = "import sys, memtrain.tasks.build; print('torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).stdout
+    assert out.strip() == "False"
+
+
+def test_fast_tokenizer_matches_hf_tokenizer(tokenizer):
+    fast = resolve_tokenizer("smollm2")
+    assert isinstance(fast, FastTokenizer)
+    for text in ["Paris, the [MASK] of France.\n\n  Ünïcode — ‘quotes’ 1969", "", "  x  "]:
+        hf = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
+        ours = fast(text, add_special_tokens=False, return_offsets_mapping=True)
+        assert ours["input_ids"] == hf["input_ids"] == fast.encode(text)
+        assert [tuple(o) for o in ours["offset_mapping"]] == [tuple(o) for o in hf["offset_mapping"]]
+
+
+# ------------------------------------------------------------------------------------- CLI, bad input
+
+
+def run_cli(capsys, *argv: str) -> tuple[int, str]:
+    rc = main(["data", "build", "--no-progress", *argv])
+    err = capsys.readouterr().err
+    assert "Traceback" not in err
+    return rc, err
+
+
+def test_cli_builds(tmp_path, capsys):
+    out = tmp_path / "cli"
+    rc = main(["data", "build", "--corpus", "embedded", "--out", str(out), "--limit-pages", "5",
+               "--num-tasks", "4", "--shard-size", "2", "--no-progress"])
+    assert rc == 0
+    assert "built 4 tasks" in capsys.readouterr().out
+    assert len(load_tasks(out)) == 4
+
+
+def test_cli_nonexistent_tokenizer_path(tmp_path, capsys):
+    rc, err = run_cli(capsys, "--corpus", "embedded", "--out", str(tmp_path / "x"),
+                      "--tokenizer", str(tmp_path / "no" / "such" / "tokenizer"))
+    assert rc == 2 and "does not exist" in err
+
+
+def test_cli_empty_corpus(tmp_path, capsys):
+    empty = tmp_path / "empty.jsonl"
+    empty.write_text("")
+    rc, err = run_cli(capsys, "--corpus", str(empty), "--out", str(tmp_path / "x"))
+    assert rc == 2 and "empty.jsonl" in err
+
+
+def test_cli_corpus_without_entities(tmp_path, capsys):
+    src = tmp_path / "plain.jsonl"
+    text = " ".join(["every word here is lower case and there is nothing to mask at all"] * 4)
+    src.write_text("".join(json.dumps({"title": f"page {i}", "text": text}) + "\n" for i in range(5)))
+    rc, err = run_cli(capsys, "--corpus", str(src), "--out", str(tmp_path / "x"))
+    assert rc == 2 and "no task could be built: 5 pivots dropped" in err
+
+
+def test_cli_entities_all_filtered_out(tmp_path, capsys):
+    cfg = tmp_path / "cfg.yaml"
+    cfg.write_text("entity_labels: [NO_SUCH_LABEL]\n")
+    rc, err = run_cli(capsys, "--corpus", "embedded", "--out", str(tmp_path / "x"), "--limit-pages", "2",
+                      "--config", str(cfg))
+    assert rc == 2 and "no task could be built" in err and "no_entity" in err
+
+
+def test_cli_bad_config_field(tmp_path, capsys):
+    cfg = tmp_path / "cfg.yaml"
+    cfg.write_text("n_relatd: 3\n")
+    rc, err = run_cli(capsys, "--corpus", "embedded", "--out", str(tmp_path / "x"), "--config", str(cfg))
+    assert rc == 2 and "n_related" in err

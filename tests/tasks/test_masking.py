@@ -1,0 +1,113 @@
+"""Masking and the leak check: every form, case-insensitive, word-bounded, longest first."""
+
+from __future__ import annotations
+
+import pytest
+
+from memtrain.tasks.masking import (
+    count_mentions,
+    is_maskable_form,
+    leaks,
+    mask_entity,
+    normalize_forms,
+)
+
+
+def test_masks_every_occurrence_case_insensitively():
+    out, n = mask_entity("Paris is big. PARIS, paris and Paris.", ["Paris"])
+    assert out == "[MASK] is big. [MASK], [MASK] and [MASK]."
+    assert n == 4
+
+
+def test_word_boundary_keeps_longer_words():
+    out, n = mask_entity("A Parisian in Paris; Paris-based; SubParis", ["Paris"])
+    assert out == "A Parisian in [MASK]; [MASK]-based; SubParis"
+    assert n == 2
+    assert not leaks("A Parisian café", ["Paris"])
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("the U.S. army", "the [MASK] army"),
+        ("born in the U.S.", "born in the [MASK]"),
+        ("(U.S.) flag", "([MASK]) flag"),
+        ("the U.S.A. is", "the U.S.A. is"),  # a different, longer token: not this form
+        ("USA", "USA"),
+    ],
+)
+def test_forms_with_punctuation(text, expected):
+    assert mask_entity(text, ["U.S."])[0] == expected
+
+
+def test_forms_ending_in_symbols():
+    assert mask_entity("C++ and C++17 and C#", ["C++", "C#"])[0] == "[MASK] and C++17 and [MASK]"
+
+
+def test_longest_form_first():
+    out, n = mask_entity("New York City is in New York, not York.", ["York", "New York", "New York City"])
+    assert out == "[MASK] is in [MASK], not [MASK]."
+    assert n == 3
+    assert normalize_forms(["York", "new york", "New York City", "New York"]) == (
+        "New York City", "new york", "York",
+    )
+
+
+def test_whitespace_in_forms_matches_any_whitespace():
+    assert mask_entity("New\nYork and New   York", ["New York"]) == ("[MASK] and [MASK]", 2)
+
+
+def test_custom_token_and_no_forms():
+    assert mask_entity("Ada Lovelace wrote", ["Ada Lovelace"], token="[TARGET]")[0] == "[TARGET] wrote"
+    assert mask_entity("unchanged", []) == ("unchanged", 0)
+    assert mask_entity("unchanged", ["  "]) == ("unchanged", 0)
+
+
+def test_regex_metacharacters_are_literal():
+    assert mask_entity("a.b axb (x) x", ["a.b", "(x)"])[0] == "[MASK] axb [MASK] x"
+
+
+def test_leaks():
+    assert leaks("he went to paris", ["Paris"])
+    assert leaks("x Ile-de-France", ["France", "Paris"])
+    assert not leaks("he went to [MASK]", ["Paris", "City of Light"])
+    assert not leaks("anything", [])
+    assert count_mentions("Paris, paris, Parisian", ["Paris"]) == 2
+
+
+def test_masked_text_never_leaks():
+    text = "The United States (US, U.S.) -- us and the U.S. of America; united states."
+    forms = ["United States", "U.S.", "US"]
+    masked, _ = mask_entity(text, forms)
+    assert not leaks(masked, forms)
+
+
+def test_maskable_forms():
+    assert is_maskable_form("Paris")
+    assert is_maskable_form("1969")
+    assert not is_maskable_form("the")
+    assert not is_maskable_form("UK", min_chars=3)
+    assert is_maskable_form("UK", min_chars=2)
+    assert not is_maskable_form("--")
+    assert not is_maskable_form("Mask")  # would rewrite the [MASK] placeholders themselves
+    assert not is_maskable_form("Target Corporation")
+
+
+def test_matcher_equals_the_lookbehind_regex():
+    """FormMatcher checks the left boundary by hand; it must agree with the plain look-around regex."""
+    import re
+
+    from memtrain.tasks.masking import _form_regex, form_pattern
+
+    texts = [
+        "xa-b c, a-b c and b c", "U.S.A and U.S. x (U.S.)",
+        "Paris Parisian xParis _Paris Paris_ (Paris) PARIS",
+        "Ünïcode Ärger ärger Ärgernis", "new  york\tNew York-based NewYork",
+    ]
+    for forms in [("a-b c", "b c"), ("U.S.",), ("Paris",), ("Ärger",), ("New York", "York")]:
+        forms = normalize_forms(forms)
+        ref = re.compile(r"(?<!\w)(?:" + "|".join(_form_regex(f) for f in forms) + r")(?!\w)", re.IGNORECASE)
+        pat = form_pattern(forms)
+        for text in texts:
+            assert list(pat.finditer(text)) == [m.span() for m in ref.finditer(text)], (forms, text)
+            assert mask_entity(text, forms) == ref.subn("[MASK]", text)
