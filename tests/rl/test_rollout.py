@@ -1,0 +1,59 @@
+import random
+
+from memtrain.agent.engine import HFEngine
+from memtrain.agent.loop import AgentConfig, Trajectory
+from memtrain.prompts import TARGET
+from memtrain.records import ImrCandidate, MemTask
+from memtrain.rl.config import RolloutConfig
+from memtrain.rl.rollout import choose_imr, collect
+
+
+def _traj(n_read: int) -> Trajectory:
+    return Trajectory("t", "p", [], [f"m{k}" for k in range(n_read + 1)], "", None)
+
+
+def test_choose_imr_picks_earlier_chunk_and_masks_target(tiny_tasks):
+    task = tiny_tasks[0]
+    seen = set()
+    for s in range(50):
+        q = choose_imr(task, _traj(3), random.Random(s))
+        assert q is not None
+        assert 1 <= q.l < q.k <= 3  # c_l was read before m_k was written
+        assert q.l in (1, 2)  # chunk 3 has no candidate
+        body = q.messages[-1]["content"]
+        assert f"m{q.k}" in body and TARGET in body
+        assert q.candidate.answer not in body.split("<section>")[1]  # masked everywhere in the chunk
+        seen.add((q.k, q.l))
+    assert seen == {(2, 1), (3, 1), (3, 2)}
+
+
+def test_choose_imr_none_when_impossible():
+    imr = [[], [ImrCandidate("Rhone", ["Rhone"])]]
+    task = MemTask("a", "e2e", "p", ["Lyon is here.", "Rhone."], ["x"], imr)
+    assert choose_imr(task, _traj(1), random.Random(0)) is None  # T = 1
+    assert choose_imr(task, _traj(2), random.Random(0)) is None  # only c_2 has a candidate, no k > 2
+    # a candidate that does not occur in its chunk cannot be masked, so it is not usable
+    ghost = MemTask("b", "e2e", "p", ["nothing", "x"], ["x"], [[ImrCandidate("Lyon", ["Lyon"])], []])
+    assert choose_imr(ghost, _traj(2), random.Random(0)) is None
+
+
+def test_collect_shapes_and_coupled_reward(tiny, tiny_tasks, parity_reward):
+    model, tok = tiny
+    engine = HFEngine(model, tok, batch_size=16)
+    agent = AgentConfig(chunk_tokens=64, memory_tokens=5, answer_tokens=4, max_chunks=3)
+    cfg = RolloutConfig(g1=3, g2=2, lambda_imr=0.5)
+    r = collect(engine, tiny_tasks[:2], agent, cfg, random.Random(0), seed=1)
+    assert len(r.trajectories) == 6 and r.doc_of == [0, 0, 0, 1, 1, 1]
+    assert all(len(tr.turns) == 4 for tr in r.trajectories)  # 3 updates + final
+    assert all(q is not None and len(q.completions) == 2 for q in r.imr)
+    for a, q, R in zip(r.answer_rewards, r.imr, r.rewards, strict=True):
+        assert abs(R - (a + 0.5 / 2 * sum(q.rewards))) < 1e-9
+    assert r.metrics["imr/asked"] == 6 and r.metrics["imr/missing"] == 0
+    assert 0 <= r.metrics["truncated/all"] <= 1
+    # same seed -> same samples (resumable rollouts)
+    r2 = collect(engine, tiny_tasks[:2], agent, cfg, random.Random(0), seed=1)
+    assert [t.response for t in r.trajectories] == [t.response for t in r2.trajectories]
+    # IMR disabled -> no IMR prompts and R^E = E2E reward
+    no_imr = RolloutConfig(g1=2, g2=2, imr=False)
+    r3 = collect(engine, tiny_tasks[:1], agent, no_imr, random.Random(0), seed=1)
+    assert r3.imr == [None, None] and r3.rewards == r3.answer_rewards

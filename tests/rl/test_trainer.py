@@ -1,0 +1,154 @@
+import copy
+import json
+
+import pytest
+import torch
+from rl_helpers import tiny_config, write_config
+
+from memtrain.cli import main
+from memtrain.config import from_dict
+from memtrain.errors import MemtrainError
+from memtrain.rl import checkpoint as ckpt
+from memtrain.rl import trainer
+from memtrain.rl.cli import load_train_config
+from memtrain.rl.config import TrainConfig
+from memtrain.rl.rows import Row
+
+
+def _rows(n: int = 6) -> list[Row]:
+    g = torch.Generator().manual_seed(0)
+    rows = []
+    for i in range(n):
+        p = torch.randint(5, 1000, (3 + 2 * i,), generator=g).tolist()
+        c = torch.randint(5, 1000, (1 + (i * 3) % 5,), generator=g).tolist()
+        rows.append(Row(p, c, advantage=float(i % 3) - 1.0, kind="update"))
+    return rows
+
+
+@pytest.mark.parametrize("agg", ["conversation_mean", "token_mean"])
+def test_gradient_accumulation_equals_full_batch(tiny, tmp_path, agg):
+    model, tok = tiny
+    grads = []
+    ref = copy.deepcopy(model).eval()
+    g = torch.Generator().manual_seed(1)
+    with torch.no_grad():  # a reference that differs from the policy, so the KL term has a gradient
+        for p in ref.parameters():
+            p.add_(0.01 * torch.randn(p.shape, generator=g))
+    for mbs in (1, 6):
+        cfg = from_dict(TrainConfig, tiny_config(tmp_path, micro_batch_size=mbs, **{"loss.agg": agg}))
+        m = copy.deepcopy(model).train()
+        opt = torch.optim.SGD(m.parameters(), lr=0.0)
+        cfg.optim.grad_clip = 0.0
+        trainer.update(m, ref, _rows(), opt, cfg, step=1, pad_id=tok.pad_token_id)
+        grads.append({n: p.grad.clone() for n, p in m.named_parameters()})
+    for name, g in grads[0].items():
+        # fp32 summation order differs between micro-batchings: equal up to rounding (~1e-6 here)
+        assert (g - grads[1][name]).abs().max() <= 5e-6, name
+        assert (g - grads[1][name]).norm() <= 1e-5 * g.norm() + 1e-9, name
+    assert any(g.abs().sum() > 0 for g in grads[0].values())
+
+
+def _params(folder):
+    from safetensors.torch import load_file
+
+    return load_file(folder / "model.safetensors")
+
+
+def test_resume_gives_identical_continuation(tmp_path, parity_reward, monkeypatch):
+    full = from_dict(TrainConfig, tiny_config(tmp_path / "a"))
+    trainer.train(full)
+
+    cfg = from_dict(TrainConfig, tiny_config(tmp_path / "b"))
+    real_save = ckpt.save_checkpoint
+
+    def save_then_die(out, step, *a, **k):
+        path = real_save(out, step, *a, **k)
+        if step == 1:
+            raise KeyboardInterrupt  # "kill" right after the first checkpoint
+        return path
+
+    monkeypatch.setattr(ckpt, "save_checkpoint", save_then_die)
+    with pytest.raises(KeyboardInterrupt):
+        trainer.train(cfg)
+    monkeypatch.setattr(ckpt, "save_checkpoint", real_save)
+    assert ckpt.latest_checkpoint(cfg.out_dir).name == "checkpoint-1"
+    trainer.train(cfg)  # resumes from checkpoint-1 and runs steps 2 and 3
+
+    a, b = _params(tmp_path / "a" / "run" / "final"), _params(tmp_path / "b" / "run" / "final")
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+    first = _params(tmp_path / "a" / "run" / "checkpoint-1")
+    assert any(not torch.equal(first[k], a[k]) for k in a)  # training actually moved the weights
+    lines = (tmp_path / "b" / "run" / "metrics.jsonl").read_text().splitlines()
+    steps = [json.loads(x)["step"] for x in lines]
+    assert steps == [0, 1, 2, 3]  # no duplicated rows after the resume
+
+
+def test_nan_guard_stops_and_keeps_last_good_checkpoint(tmp_path, parity_reward, monkeypatch):
+    cfg = from_dict(TrainConfig, tiny_config(tmp_path))
+    poisoned = {"on": False}
+    real_loss, real_save = trainer.policy_loss, ckpt.save_checkpoint
+
+    def loss(*a, **k):
+        out = real_loss(*a, **k)
+        if poisoned["on"]:
+            out.loss = out.loss * float("nan")
+        return out
+
+    def save(out, step, *a, **k):
+        path = real_save(out, step, *a, **k)
+        poisoned["on"] = True  # every step after the first checkpoint produces a NaN loss
+        return path
+
+    monkeypatch.setattr(trainer, "policy_loss", loss)
+    monkeypatch.setattr(ckpt, "save_checkpoint", save)
+    before = None
+    with pytest.raises(MemtrainError, match=r"step 2: non-finite loss") as e:
+        trainer.train(cfg)
+    assert "checkpoint-1" in str(e.value)
+    last = ckpt.latest_checkpoint(cfg.out_dir)
+    assert last.name == "checkpoint-1"
+    state = torch.load(last / ckpt.STATE_FILE, weights_only=False)
+    assert state["step"] == 1
+    before = _params(last)
+    assert all(torch.isfinite(t).all() for t in before.values())
+
+
+def test_config_errors_name_the_field(tmp_path):
+    with pytest.raises(MemtrainError, match=r"TrainConfig\.rollout: unknown field 'g3'"):
+        from_dict(TrainConfig, tiny_config(tmp_path, **{"rollout.g3": 4}))
+    with pytest.raises(MemtrainError, match=r"TrainConfig\.steps: expected int"):
+        from_dict(TrainConfig, tiny_config(tmp_path, steps="ten"))
+    with pytest.raises(MemtrainError, match=r"TrainConfig\.loss\.agg: must be one of"):
+        from_dict(TrainConfig, tiny_config(tmp_path, **{"loss.agg": "sum"}))
+    with pytest.raises(MemtrainError, match=r"--set"):
+        load_train_config(str(write_config(tmp_path)), ["rollout.g1"])
+    cfg = load_train_config(str(write_config(tmp_path)), ["rollout.g1=5", "loss.kl_coef=0"], steps=9)
+    assert cfg.rollout.g1 == 5 and cfg.loss.kl_coef == 0.0 and cfg.steps == 9
+
+
+def test_packaged_presets_are_valid():
+    from memtrain.rl.cli import preset_names
+
+    names = preset_names()
+    wanted = {"cpu_memtrain", "cpu_task_hotpotqa", "paper_memtrain_qwen3_4b", "paper_memtrain_qwen25_7b"}
+    assert wanted <= set(names)
+    for name in names:
+        cfg = load_train_config(name)
+        assert cfg.steps > 0
+
+
+def test_cli_train_runs_one_step(tmp_path, parity_reward):
+    path = write_config(tmp_path, **{"loss.kl_coef": 0.0})
+    assert main(["train", str(path), "--steps", "1", "--out", str(tmp_path / "cli")]) == 0
+    out = tmp_path / "cli"
+    assert (out / "checkpoint-1" / ckpt.STATE_FILE).is_file()
+    rows = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]
+    assert rows[-1]["step"] == 1 and "reward/coupled" in rows[-1] and "loss/clip_frac" in rows[-1]
+    assert (out / "rewards.png").stat().st_size > 0 and any((out / "tb").iterdir())
+    from memtrain.models import load_model
+
+    model, _ = load_model(str(out / "final"))
+    assert sum(p.numel() for p in model.parameters()) > 0
+    assert main(["train", str(tmp_path / "missing.yaml")]) == 2  # a user mistake: message, no traceback
