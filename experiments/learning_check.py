@@ -23,14 +23,15 @@ from memtrain.io import read_jsonl_tolerant, write_json
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def build_tasks(out: Path, n: int, min_mentions: int, chunk_tokens: int, max_chunks: int) -> Path:
+def build_tasks(out: Path, n: int, min_mentions: int, chunk_tokens: int, max_chunks: int,
+                mask_scope: str = "pivot") -> Path:
     from memtrain.tasks.build import BuildConfig, build_dataset
     from memtrain.tasks.e2e import preset
 
     if list(out.glob("shard-*.jsonl")):
         return out
     task = preset("cpu", min_mentions=min_mentions, max_answer_words=3, chunk_tokens=chunk_tokens,
-                  max_chunks=max_chunks, min_chunks=2)
+                  max_chunks=max_chunks, min_chunks=2, mask_scope=mask_scope)
     build_dataset(BuildConfig(corpus="embedded", out=str(out), task=task, num_tasks=n), overwrite=True)
     return out
 
@@ -44,6 +45,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--chunk-tokens", type=int, default=320)
     ap.add_argument("--max-chunks", type=int, default=3)
     ap.add_argument("--lr", type=float, default=1e-5)
+    ap.add_argument("--mask-scope", default="pivot", choices=["pivot", "document"],
+                    help="pivot (default here): easier, the other passages may name the answer")
     ap.add_argument("--workdir", default=str(ROOT / "runs" / "learning_check"))
     ap.add_argument("--set", dest="overrides", action="append", default=[], help="extra config overrides")
     args = ap.parse_args(argv)
@@ -54,7 +57,7 @@ def main(argv: list[str] | None = None) -> int:
 
     work = Path(args.workdir)
     tasks_dir = build_tasks(work / "tasks", args.n_train + args.n_eval, args.min_mentions, args.chunk_tokens,
-                            args.max_chunks)
+                            args.max_chunks, args.mask_scope)
     tasks = load_tasks(tasks_dir)
     overrides = [f"data.tasks_dir={tasks_dir}", f"data.eval_size={args.n_eval}", f"eval_docs={args.n_eval}",
                  f"agent.chunk_tokens={args.chunk_tokens}", f"agent.max_chunks={args.max_chunks}",
@@ -72,7 +75,7 @@ def main(argv: list[str] | None = None) -> int:
     result = {
         "tasks": {"n_total": len(tasks), "n_train": len(tasks) - args.n_eval, "n_eval": args.n_eval,
                   "min_mentions": args.min_mentions, "chunk_tokens": args.chunk_tokens,
-                  "max_chunks": args.max_chunks},
+                  "max_chunks": args.max_chunks, "mask_scope": args.mask_scope},
         "config": {"steps": cfg.steps, "lr": cfg.optim.lr, "g1": cfg.rollout.g1, "g2": cfg.rollout.g2,
                    "batch_size": cfg.batch_size, "memory_tokens": cfg.agent.memory_tokens,
                    "answer_tokens": cfg.agent.answer_tokens, "kl_coef": cfg.loss.kl_coef},
@@ -97,9 +100,10 @@ def main(argv: list[str] | None = None) -> int:
         "# Learning check (CPU, embedded SmolLM2-135M-Instruct)", "",
         f"`python experiments/learning_check.py --steps {args.steps}` — {len(tasks)} E2E tasks from the "
         f"embedded gensim dump ({result['tasks']['n_train']} train / {args.n_eval} held-out), answer "
-        f"mentioned >= {args.min_mentions} times, <= {args.max_chunks} chunks of {args.chunk_tokens} tokens; "
+        f"mentioned >= {args.min_mentions} times, masked in the {args.mask_scope} scope, "
+        f"<= {args.max_chunks} chunks of {args.chunk_tokens} tokens; "
         f"cpu_memtrain preset (G1={cfg.rollout.g1}, G2={cfg.rollout.g2}, {cfg.batch_size} docs/step, "
-        f"lr {cfg.optim.lr}); "
+        f"lr {cfg.optim.lr}, reward {cfg.rollout.reward}, answer mode {cfg.agent.answer_mode}); "
         f"{result['minutes']} min on 2 shared cores.", "",
         f"| held-out (greedy) | step 0 | step {last} | delta |", "|---|---|---|---|",
         *[f"| {k} | {b[k]:.3f} | {a[k]:.3f} | {delta[k]:+.3f} |" for k in ("e2e_em", "imr_em", "coupled")],

@@ -6,6 +6,12 @@
 - Evaluation reports SQuAD-style :func:`em`, :func:`f1` and :func:`sub_em` after :func:`normalize_answer`
   (lower-case, drop punctuation and articles a/an/the, collapse whitespace), max over gold aliases.
 A missing ``\\boxed{}`` scores 0 everywhere (it is counted separately by callers as ``no_boxed``).
+
+Answer modes (:func:`extract_answer`): ``boxed`` (the paper's, default) reads only ``\\boxed{}``;
+``lenient`` — a CPU-scale knob beyond the paper — falls back, when there is no ``\\boxed{}``, to the first
+non-empty line of the response without a leading "The answer is:". Tiny models such as the embedded
+SmolLM2-135M almost never write ``\\boxed{}`` (measured: 0 of 16 sampled answers), so with ``boxed`` every
+reward is 0 and GRPO has nothing to learn from.
 """
 
 from __future__ import annotations
@@ -29,6 +35,24 @@ def extract_boxed(text: str) -> str | None:
         if depth == 0:
             return text[start + len(_BOXED) : i - 1].strip()
         start = text.rfind(_BOXED, 0, start)  # unclosed: fall back to an earlier, closed one
+    return None
+
+
+ANSWER_MODES = ("boxed", "lenient")
+_ANSWER_LEAD = re.compile(r"^\s*(?:the\s+)?(?:final\s+)?answer(?:\s+is)?\s*[:\-]?\s*", re.IGNORECASE)
+
+
+def extract_answer(text: str, mode: str = "boxed") -> str | None:
+    """The predicted answer of a response under an answer mode (see the module docstring)."""
+    if mode not in ANSWER_MODES:
+        raise ValueError(f"unknown answer mode {mode!r}; use one of {ANSWER_MODES}")
+    boxed = extract_boxed(text)
+    if boxed is not None or mode == "boxed":
+        return boxed
+    for line in text.splitlines():
+        line = _ANSWER_LEAD.sub("", line).strip().rstrip(".").strip()
+        if line:
+            return line
     return None
 
 
@@ -88,11 +112,11 @@ def f1(pred: str | None, golds: Sequence[str]) -> float:
     return best
 
 
-def score_all(text: str, golds: Sequence[str]) -> dict[str, float]:
+def score_all(text: str, golds: Sequence[str], mode: str = "boxed") -> dict[str, float]:
     """Every metric for one model response; ``boxed`` is 1 when a ``\\boxed{}`` answer was found."""
-    pred = extract_boxed(text)
+    pred = extract_answer(text, mode)
     return {
-        "boxed": float(pred is not None),
+        "boxed": float(extract_boxed(text) is not None),
         "strict_em": strict_em(pred, golds),
         "em": em(pred, golds),
         "f1": f1(pred, golds),

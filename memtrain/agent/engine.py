@@ -96,11 +96,16 @@ class HFEngine:
         attention = torch.tensor([[0] * (width - len(p)) + [1] * len(p) for p in prompts], device=device)
         kwargs: dict[str, Any] = {"do_sample": not sampling.greedy, "max_new_tokens": sampling.max_new_tokens}
         if not sampling.greedy:
-            kwargs.update(temperature=sampling.temperature, top_p=sampling.top_p, top_k=sampling.top_k or None)
+            kwargs.update(
+                temperature=sampling.temperature, top_p=sampling.top_p, top_k=sampling.top_k or None
+            )
         else:
             kwargs.update(temperature=None, top_p=None, top_k=None)
         gen = self.model.generate(
-            input_ids=input_ids, attention_mask=attention, pad_token_id=pad, eos_token_id=sorted(self._stop_ids),
+            input_ids=input_ids,
+            attention_mask=attention,
+            pad_token_id=pad,
+            eos_token_id=sorted(self._stop_ids),
             **kwargs,
         )
         results = []

@@ -25,7 +25,7 @@ from memtrain import prompts
 from memtrain.agent.engine import Completion, Engine, Sampling
 from memtrain.errors import MemtrainError
 from memtrain.records import MemTask
-from memtrain.scoring import extract_boxed
+from memtrain.scoring import ANSWER_MODES, extract_answer
 from memtrain.tasks.chunking import chunk_text
 
 
@@ -38,12 +38,20 @@ class AgentConfig:
     answer_tokens: int = field(default=128, metadata={"help": "max tokens of the final answer response"})
     max_chunks: int | None = field(default=None, metadata={"help": "read at most this many chunks"})
     prompt_version: str = field(default="v1", metadata={"help": "prompt template version (prompts.py)"})
+    answer_mode: str = field(
+        default="boxed",
+        metadata={"help": "boxed (paper) or lenient: first-line fallback for tiny models (scoring.py)"},
+    )
 
     def validate(self) -> None:
         for name in ("chunk_tokens", "memory_tokens", "answer_tokens"):
             if getattr(self, name) <= 0:
                 raise MemtrainError(f"AgentConfig.{name} must be positive, got {getattr(self, name)}")
         prompts.get_prompts(self.prompt_version)
+        if self.answer_mode not in ANSWER_MODES:
+            raise MemtrainError(
+                f"AgentConfig.answer_mode must be one of {ANSWER_MODES}, got {self.answer_mode!r}"
+            )
 
 
 @dataclass
@@ -73,17 +81,26 @@ def cut_memory(engine: Engine, completion: Completion, memory_tokens: int) -> st
     """The memory a completion yields: its text, cut to the budget if an engine returned more."""
     if len(completion.completion_ids) <= memory_tokens or engine.tokenizer is None:
         return completion.text
-    return engine.tokenizer.decode(completion.completion_ids[:memory_tokens], skip_special_tokens=True).strip()
+    return engine.tokenizer.decode(
+        completion.completion_ids[:memory_tokens], skip_special_tokens=True
+    ).strip()
 
 
-def make_task(document: str, question: str, tokenizer: Any, cfg: AgentConfig, task_id: str = "doc") -> MemTask:
+def make_task(
+    document: str, question: str, tokenizer: Any, cfg: AgentConfig, task_id: str = "doc"
+) -> MemTask:
     """A QA task from raw text: chunk by the tokenizer; empty documents are an error, not an empty read."""
     if not document.strip():
         raise MemtrainError(f"document {task_id!r} is empty: nothing to read")
     if not question.strip():
         raise MemtrainError("the question is empty")
-    return MemTask(id=task_id, kind="qa", problem=question, chunks=chunk_text(tokenizer, document, cfg.chunk_tokens),
-                   answers=[])
+    return MemTask(
+        id=task_id,
+        kind="qa",
+        problem=question,
+        chunks=chunk_text(tokenizer, document, cfg.chunk_tokens),
+        answers=[],
+    )
 
 
 def run_memory_agent(
@@ -106,8 +123,9 @@ def run_memory_agent(
     bar = tqdm(total=n_steps + 1, desc="memory agent", unit="step", disable=not progress, leave=False)
 
     def step(kind: str, t: int, rows: list[int], convs: list[list[dict[str, str]]], budget: int) -> None:
-        s = dataclasses.replace(sampling, max_new_tokens=budget,
-                                seed=None if sampling.seed is None else sampling.seed + t)
+        s = dataclasses.replace(
+            sampling, max_new_tokens=budget, seed=None if sampling.seed is None else sampling.seed + t
+        )
         start = time.perf_counter()
         comps = engine.generate(convs, s)
         seconds = time.perf_counter() - start
@@ -121,8 +139,10 @@ def run_memory_agent(
 
     for t in range(n_steps):
         rows = [i for i, c in enumerate(chunks) if t < len(c)]
-        convs = [prompts.update_messages(tasks[i].problem, memories[i][-1], chunks[i][t], cfg.prompt_version)
-                 for i in rows]
+        convs = [
+            prompts.update_messages(tasks[i].problem, memories[i][-1], chunks[i][t], cfg.prompt_version)
+            for i in rows
+        ]
         step("update", t, rows, convs, cfg.memory_tokens)
     rows = list(range(len(tasks)))
     if rows:
@@ -130,8 +150,14 @@ def run_memory_agent(
         step("final", n_steps, rows, convs, cfg.answer_tokens)
     bar.close()
     return [
-        Trajectory(task_id=task.id, problem=task.problem, turns=turns[i], memories=memories[i],
-                   response=turns[i][-1].completion.text, answer=extract_boxed(turns[i][-1].completion.text))
+        Trajectory(
+            task_id=task.id,
+            problem=task.problem,
+            turns=turns[i],
+            memories=memories[i],
+            response=turns[i][-1].completion.text,
+            answer=extract_answer(turns[i][-1].completion.text, cfg.answer_mode),
+        )
         for i, task in enumerate(tasks)
     ]
 

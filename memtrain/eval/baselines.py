@@ -17,7 +17,7 @@ from memtrain import prompts
 from memtrain.agent.engine import Engine, Sampling, render
 from memtrain.errors import MemtrainError
 from memtrain.records import MemTask
-from memtrain.scoring import extract_boxed, score_all
+from memtrain.scoring import extract_answer, score_all
 
 from .results import check_run_info, run_resumable, timed, write_metrics
 from .runner import RESULTS, task_row
@@ -43,6 +43,7 @@ def evaluate_full_context(
     run_info: dict[str, Any] | None = None,
     on_batch: Callable[[int, list[dict[str, Any]]], None] | None = None,
     progress: bool = True,
+    answer_mode: str = "boxed",
 ) -> dict[str, Any]:
     """Answer each task from its whole document in one prompt; rows as in :func:`.runner.evaluate`.
 
@@ -68,8 +69,9 @@ def evaluate_full_context(
             row = {**task_row(task), "prompt_tokens": lengths[i]}
             if i in by_row:
                 text = by_row[i].text
-                row.update(prediction=extract_boxed(text), response=text,
-                           metrics=score_all(text, task.answers), seconds=round(secs / len(fits), 3))
+                row.update(prediction=extract_answer(text, answer_mode), response=text,
+                           metrics=score_all(text, task.answers, answer_mode),
+                           seconds=round(secs / len(fits), 3))
             else:
                 row.update(prediction=None, response=None, metrics=None, skipped=SKIPPED_TOO_LONG,
                            seconds=None)

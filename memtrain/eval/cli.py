@@ -49,6 +49,9 @@ def register(subparsers: Any) -> None:
     p.add_argument("--answer-tokens", type=int, default=64, help="final-answer budget in tokens")
     p.add_argument("--max-chunks", type=int, help="read at most this many chunks (default: all)")
     p.add_argument("--prompt-version", default="v1", help="prompt template version")
+    p.add_argument("--answer-mode", default="boxed", choices=["boxed", "lenient"],
+                   help="boxed: score only \\boxed{} answers (paper); lenient: fall back to the first line "
+                        "when there is none (for tiny models; see memtrain.scoring)")
     p.add_argument("--temperature", type=float, default=0.0, help="0 = greedy")
     p.add_argument("--seed", type=int, default=0, help="seed for task construction and sampling")
     p.add_argument("--batch-size", type=int, default=16, help="documents read together (turn-synchronous)")
@@ -99,7 +102,7 @@ def _agent_cfg(args: argparse.Namespace) -> Any:
     from memtrain.agent.loop import AgentConfig
     from memtrain.config import from_dict
 
-    keys = ("chunk_tokens", "memory_tokens", "answer_tokens", "max_chunks", "prompt_version")
+    keys = ("chunk_tokens", "memory_tokens", "answer_tokens", "max_chunks", "prompt_version", "answer_mode")
     return from_dict(AgentConfig, {k: getattr(args, k) for k in keys})
 
 
@@ -148,12 +151,13 @@ def run_eval(args: argparse.Namespace) -> int:
                                                        "memory_tokens": args.memory_tokens,
                                                        "answer_tokens": args.answer_tokens,
                                                        "max_chunks": args.max_chunks,
-                                                       "prompt_version": args.prompt_version},
+                                                       "prompt_version": args.prompt_version,
+                                                       "answer_mode": args.answer_mode},
              trace=args.trace, progress=progress)
     if args.baseline == "full-context":
         evaluate_full_context(engine, tasks, sampling, out / "full_context", answer_tokens=args.answer_tokens,
                               max_context_tokens=args.max_context_tokens, batch_size=args.batch_size,
-                              resume=resume, label=f"{label} full context",
+                              resume=resume, label=f"{label} full context", answer_mode=args.answer_mode,
                               run_info={**run_info, "max_context_tokens": args.max_context_tokens,
                                         "answer_tokens": args.answer_tokens}, progress=progress)
         paths.append(out / "full_context" / "metrics.json")

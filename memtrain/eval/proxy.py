@@ -25,7 +25,7 @@ from memtrain.errors import MemtrainError
 from memtrain.io import write_json
 from memtrain.prompts import TARGET, imr_messages
 from memtrain.records import ImrCandidate, MemTask
-from memtrain.scoring import extract_boxed, score_all, strict_em
+from memtrain.scoring import extract_answer, score_all, strict_em
 
 from .results import check_run_info, run_resumable, timed
 
@@ -104,14 +104,14 @@ def evaluate_proxy(
                 "n_chunks": len(task.chunks),
                 "prediction": tr.answer,
                 "response": tr.response,
-                "metrics": score_all(tr.response, task.answers),
+                "metrics": score_all(tr.response, task.answers, agent_cfg.answer_mode),
                 "seconds": round((secs + imr_secs) / len(batch), 3),
                 "imr": None,
             }
             if i in imr_by_row:
                 p, text = probes[i], imr_by_row[i].text
                 golds = [p.candidate.answer, *p.candidate.forms]
-                pred = extract_boxed(text)
+                pred = extract_answer(text, agent_cfg.answer_mode)
                 row["imr"] = {"k": p.k, "l": p.l, "answer": p.candidate.answer, "response": text,
                               "prediction": pred, "strict_em": strict_em(pred, golds)}
             rows.append(row)

@@ -69,7 +69,7 @@ def evaluate(
                 "prediction": tr.answer,
                 "response": tr.response,
                 "final_memory": tr.memories[-1],
-                "metrics": score_all(tr.response, task.answers),
+                "metrics": score_all(tr.response, task.answers, agent_cfg.answer_mode),
                 "seconds": round(secs / len(batch), 3),
             })
         return rows

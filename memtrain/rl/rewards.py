@@ -17,12 +17,14 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from memtrain.errors import MemtrainError
-from memtrain.scoring import extract_boxed, strict_em, sub_em
+from memtrain.scoring import extract_answer, strict_em, sub_em
 
 
-def answer_reward(response: str, golds: Sequence[str], metric: str = "strict_em") -> float:
-    """Score one response's boxed answer against the gold answers (0 when there is no ``\\boxed{}``)."""
-    pred = extract_boxed(response)
+def answer_reward(
+    response: str, golds: Sequence[str], metric: str = "strict_em", mode: str = "boxed"
+) -> float:
+    """Score one response's answer against the gold answers (0 when there is none under ``mode``)."""
+    pred = extract_answer(response, mode)
     if metric == "strict_em":
         return strict_em(pred, golds)
     if metric == "sub_em":
@@ -30,9 +32,11 @@ def answer_reward(response: str, golds: Sequence[str], metric: str = "strict_em"
     raise MemtrainError(f"unknown reward metric {metric!r}; use strict_em or sub_em")
 
 
-def imr_reward(response: str, answer: str, forms: Sequence[str] = ()) -> float:
-    """``R^I``: 1 when the boxed answer strictly matches the hidden entity (or one of its masked forms)."""
-    return strict_em(extract_boxed(response), [answer, *forms])
+def imr_reward(
+    response: str, answer: str, forms: Sequence[str] = (), mode: str = "boxed", metric: str = "strict_em"
+) -> float:
+    """``R^I``: 1 when the answer matches the hidden entity (or one of its masked forms)."""
+    return answer_reward(response, [answer, *forms], metric, mode)
 
 
 def coupled_reward(e2e_em: float, imr_rewards: Sequence[float], lambda_imr: float, g2: int) -> float:

@@ -105,11 +105,8 @@ def collect(
     trajs = run_memory_agent(engine, [tasks[d] for d in doc_of], agent, sampling, progress=progress)
     e2e_seconds = time.perf_counter() - t0
 
-    answer_rewards = []
-    for d, tr in zip(doc_of, trajs, strict=True):
-        task = tasks[d]
-        metric = cfg.reward if task.kind == "qa" else "strict_em"
-        answer_rewards.append(rewards.answer_reward(tr.response, task.answers, metric))
+    answer_rewards = [rewards.answer_reward(tr.response, tasks[d].answers, cfg.reward, agent.answer_mode)
+                      for d, tr in zip(doc_of, trajs, strict=True)]
 
     imr: list[ImrQuestion | None] = [None] * len(trajs)
     if cfg.imr:
@@ -125,7 +122,8 @@ def collect(
         comps = engine.generate(convs, s)
         for j, q in enumerate(asked):
             q.completions = comps[j * cfg.g2 : (j + 1) * cfg.g2]
-            q.rewards = [rewards.imr_reward(c.text, q.candidate.answer, q.candidate.forms)
+            cand = q.candidate
+            q.rewards = [rewards.imr_reward(c.text, cand.answer, cand.forms, agent.answer_mode, cfg.reward)
                          for c in q.completions]
     imr_seconds = time.perf_counter() - t1
 

@@ -21,3 +21,10 @@ def test_coupled_reward_hand_computed():
 def test_answer_reward_metrics():
     assert rewards.answer_reward("\\boxed{the Eiffel Tower}", ["Eiffel Tower"], "strict_em") == 0.0
     assert rewards.answer_reward("\\boxed{the Eiffel Tower}", ["Eiffel Tower"], "sub_em") == 1.0
+
+
+def test_lenient_answer_mode_pays_unboxed_answers():
+    assert rewards.answer_reward("The answer is: Ayn Rand", ["Ayn Rand"]) == 0.0
+    assert rewards.answer_reward("The answer is: Ayn Rand", ["Ayn Rand"], mode="lenient") == 1.0
+    assert rewards.imr_reward("1957.", "1957", mode="lenient") == 1.0
+    assert rewards.imr_reward("1957.", "1957") == 0.0

@@ -80,7 +80,7 @@ def test_task_masks_answer_everywhere_including_titles(tokenizer):
 
 def test_same_rng_same_task(tokenizer):
     pool = PassagePool(small_pool())
-    cfg = preset("cpu")
+    cfg = preset("cpu", min_mentions=1)  # the hand-made pool mentions entities once
     a = build_e2e_task(4, pool, [0], random.Random(7), tokenizer, cfg)
     b = build_e2e_task(4, pool, [0], random.Random(7), tokenizer, cfg)
     assert isinstance(a, MemTask) and a.to_dict() == b.to_dict()

@@ -1,0 +1,224 @@
+"""Cost of the memory agent vs document length: time per input token and peak memory should stay flat.
+
+    python benchmarks/bench_context_length.py            # ~7K, 14K, 28K, 56K, 112K tokens (full reads)
+    python benchmarks/bench_context_length.py --quick    # ~7K, 14K, 28K tokens
+    python benchmarks/bench_context_length.py --lengths 7000,14000
+
+Documents are real text: English Wikipedia lead sections (../shared/data/wikipedia) concatenated in file
+order until the target token count is reached. Each length is read in full, in its own subprocess (so the
+peak RSS reported is that length's own high-water mark, model included), by the embedded model with
+greedy decoding and budgets chunk 2048 / memory 64 / answer 16. Nothing is extrapolated. The baseline is
+the shortest document: the table reports every length's seconds per input token relative to it.
+Writes benchmarks/results/context_length.{json,md}.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+WIKI = ROOT / ".." / "shared" / "data" / "wikipedia"
+FULL = [7_000, 14_000, 28_000, 56_000, 112_000]
+QUICK = [7_000, 14_000, 28_000]
+QUESTION = "Which people, places and dates does the article mention most often?"
+
+
+def build_document(tokenizer, n_tokens: int) -> str:
+    """Lead sections concatenated until the document reaches ``n_tokens`` tokens (cut at a paragraph)."""
+    files = sorted(WIKI.glob("enwiki_*.jsonl"))
+    if not files:
+        sys.exit(
+            f"bench_context_length: no Wikipedia leads in {WIKI}; it needs ../shared/data beside the repo"
+        )
+    parts, total = [], 0
+    for path in files:
+        with path.open(encoding="utf-8") as f:
+            for line in f:
+                row = json.loads(line)
+                text = f"{row['title']}\n{row['text']}"
+                parts.append(text)
+                total += len(tokenizer.encode(text, add_special_tokens=False)) + 1
+                if total >= n_tokens:
+                    return "\n\n".join(parts)
+    sys.exit(f"bench_context_length: the leads hold only {total} tokens, fewer than {n_tokens}")
+
+
+def _reset_peak() -> bool:
+    """Reset the kernel's RSS high-water mark (VmHWM) so that loading the model does not dominate it."""
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+        return True
+    except OSError:
+        return False
+
+
+def _vm_hwm_mib(field: str = "VmHWM") -> float | None:
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return None
+
+
+def run_one(args: argparse.Namespace) -> dict:
+    """Read one document of ``args.one`` tokens; runs in a fresh process so ru_maxrss is this run's peak."""
+    import torch
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+
+    from memtrain.agent.engine import HFEngine, Sampling
+    from memtrain.agent.loop import AgentConfig, make_task, run_memory_agent
+    from memtrain.models import load_model
+
+    model, tok = load_model(args.model, dtype=args.dtype)
+    cfg = AgentConfig(
+        chunk_tokens=args.chunk_tokens, memory_tokens=args.memory_tokens, answer_tokens=args.answer_tokens
+    )
+    doc = build_document(tok, args.one)
+    n_input = len(tok.encode(doc, add_special_tokens=False))
+    task = make_task(doc, QUESTION, tok, cfg, task_id=f"len{args.one}")
+    engine = HFEngine(model, tok, batch_size=1)
+    engine.generate([[{"role": "user", "content": "warm up"}]], Sampling(max_new_tokens=4))
+    rss_before = _vm_hwm_mib("VmRSS")  # model + document + chunks, resident before the read starts
+    reset = _reset_peak()
+    t0 = time.perf_counter()
+    (traj,) = run_memory_agent(engine, [task], cfg, Sampling(), progress=False)
+    seconds = time.perf_counter() - t0
+    prompt_tokens = sum(len(t.completion.prompt_ids) for t in traj.turns)
+    return {
+        "target_tokens": args.one,
+        "input_tokens": n_input,
+        "chunks": len(task.chunks),
+        "conversations": len(traj.turns),
+        "prompt_tokens": prompt_tokens,
+        "generated_tokens": sum(len(t.completion.completion_ids) for t in traj.turns),
+        "max_prompt_tokens": max(len(t.completion.prompt_ids) for t in traj.turns),
+        "seconds": round(seconds, 2),
+        "ms_per_input_token": round(1000 * seconds / n_input, 4),
+        "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+        # high-water mark of the read alone (after model load), where the kernel lets us reset it
+        "peak_rss_read_mib": round(_vm_hwm_mib(), 1) if reset and _vm_hwm_mib() else None,
+        "rss_before_read_mib": round(rss_before, 1) if rss_before else None,
+        # what reading itself added on top of what was resident before it (the memory agent's own cost)
+        "read_growth_mib": round(_vm_hwm_mib() - rss_before, 1) if reset and rss_before else None,
+        "dtype": str(model.dtype).removeprefix("torch."),
+        "torch_threads": torch.get_num_threads(),
+        "load_avg_at_end": round(os.getloadavg()[0], 2),
+    }
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--model", default="smollm2")
+    ap.add_argument("--lengths", default=None, help="comma-separated target token counts")
+    ap.add_argument("--quick", action="store_true", help=f"lengths {QUICK} instead of {FULL}")
+    ap.add_argument("--chunk-tokens", type=int, default=2048)
+    ap.add_argument("--memory-tokens", type=int, default=64)
+    ap.add_argument("--answer-tokens", type=int, default=16)
+    ap.add_argument("--dtype", default="auto")
+    ap.add_argument(
+        "--threads",
+        type=int,
+        default=0,
+        help="torch CPU threads (0 = torch default); 1 avoids OpenMP spin-waits on a shared, busy CPU",
+    )
+    ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results"))
+    ap.add_argument("--one", type=int, default=None, help=argparse.SUPPRESS)  # internal: one length
+    args = ap.parse_args()
+    if args.one is not None:
+        print(json.dumps(run_one(args)))
+        return 0
+
+    lengths = [int(x) for x in args.lengths.split(",")] if args.lengths else (QUICK if args.quick else FULL)
+    rows = []
+    for n in lengths:
+        cmd = [
+            sys.executable,
+            __file__,
+            "--one",
+            str(n),
+            "--model",
+            args.model,
+            "--dtype",
+            args.dtype,
+            "--chunk-tokens",
+            str(args.chunk_tokens),
+            "--memory-tokens",
+            str(args.memory_tokens),
+            "--answer-tokens",
+            str(args.answer_tokens),
+            "--threads",
+            str(args.threads),
+        ]
+        res = subprocess.run(cmd, capture_output=True, text=True)
+        if res.returncode != 0:
+            sys.exit(f"bench_context_length: the {n}-token run failed:\n{res.stderr[-2000:]}")
+        row = json.loads(res.stdout.strip().splitlines()[-1])
+        rows.append(row)
+        print(
+            f"{row['input_tokens']:>7} tokens  {row['chunks']:>3} chunks  {row['seconds']:>8.1f} s  "
+            f"{row['ms_per_input_token']:.3f} ms/token  peak RSS {row['peak_rss_mib']:.0f} MiB "
+            f"(read alone {row['peak_rss_read_mib']} MiB)",
+            flush=True,
+        )
+
+    base = rows[0]
+    for r in rows:
+        r["time_per_token_vs_shortest"] = round(r["ms_per_input_token"] / base["ms_per_input_token"], 3)
+        r["peak_rss_vs_shortest"] = round(r["peak_rss_mib"] / base["peak_rss_mib"], 3)
+        if r["peak_rss_read_mib"] and base["peak_rss_read_mib"]:
+            r["peak_rss_read_vs_shortest"] = round(r["peak_rss_read_mib"] / base["peak_rss_read_mib"], 3)
+    result = {
+        "benchmark": "context_length",
+        "model": args.model,
+        "budgets": {"chunk": args.chunk_tokens, "memory": args.memory_tokens, "answer": args.answer_tokens},
+        "decoding": "greedy",
+        "extrapolated": False,
+        "cpu_count": os.cpu_count(),
+        "rows": rows,
+    }
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "context_length.json").write_text(json.dumps(result, indent=2) + "\n")
+    md = [
+        "# Memory-agent cost vs document length",
+        "",
+        f"`{' '.join(['python benchmarks/bench_context_length.py', *sys.argv[1:]])}`: {args.model} "
+        f"({rows[0]['dtype']}, {rows[0]['torch_threads']} torch threads, {os.cpu_count()} CPUs), chunk "
+        f"{args.chunk_tokens} / memory {args.memory_tokens} / answer {args.answer_tokens} tokens, greedy, "
+        "full reads (no extrapolation), one process per length. Baseline = the shortest document.",
+        "",
+        "Peak RSS: the process high-water mark (model load included) and, where the kernel allows resetting",
+        "it, the high-water mark of the read alone (after load and warm-up); RSS before read = model +",
+        "tokenised document resident when the read starts; read growth = read peak - RSS before read.",
+        "",
+        "| input tokens | chunks | seconds | ms / input token | vs shortest | peak RSS MiB | read peak "
+        "MiB | vs shortest | RSS before read MiB | read growth MiB | longest prompt |",
+        "|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rows:
+        md.append(
+            f"| {r['input_tokens']} | {r['chunks']} | {r['seconds']} | {r['ms_per_input_token']} | "
+            f"{r['time_per_token_vs_shortest']}x | {r['peak_rss_mib']} | {r['peak_rss_read_mib']} | "
+            f"{r.get('peak_rss_read_vs_shortest', r['peak_rss_vs_shortest'])}x | "
+            f"{r['rss_before_read_mib']} | {r['read_growth_mib']} | "
+            f"{r['max_prompt_tokens']} |"
+        )
+    md.append("")
+    (out / "context_length.md").write_text("\n".join(md))
+    print("\n".join(md))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

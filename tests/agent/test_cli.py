@@ -1,0 +1,132 @@
+"""``memtrain agent run`` through the real CLI entry point, on the tiny model."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from memtrain.agent.cli import read_document
+from memtrain.cli import main
+from memtrain.errors import MemtrainError
+
+TEXT = "The river Orne flows through Caen before reaching the sea. Marie Curie was born in Warsaw. " * 6
+
+
+def test_agent_run_prints_memories_and_answer(tmp_path, capsys):
+    doc = tmp_path / "doc.txt"
+    doc.write_text(TEXT, encoding="utf-8")
+    trace = tmp_path / "trace.jsonl"
+    argv = [
+        "agent",
+        "run",
+        "--doc",
+        str(doc),
+        "--question",
+        "Where was Curie born?",
+        "--model",
+        "tiny",
+        "--chunk-tokens",
+        "40",
+        "--memory-tokens",
+        "8",
+        "--answer-tokens",
+        "6",
+        "--trace",
+        str(trace),
+    ]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    rows = [json.loads(line) for line in trace.read_text().splitlines()]
+    n_updates = sum(r["kind"] == "update" for r in rows)
+    assert n_updates >= 2 and rows[-1]["kind"] == "final"
+    assert out.count("=== memory after chunk") == n_updates
+    for k in range(1, n_updates + 1):
+        assert f"=== memory after chunk {k} (" in out
+    assert "=== final response ===" in out
+    assert "no \\boxed{} answer" in out  # the random tiny model never boxes an answer
+    assert f"{n_updates} chunk(s)" in out
+
+
+def test_max_chunks_flag(tmp_path, capsys):
+    doc = tmp_path / "doc.txt"
+    doc.write_text(TEXT, encoding="utf-8")
+    argv = [
+        "agent",
+        "run",
+        "--doc",
+        str(doc),
+        "--question",
+        "q?",
+        "--model",
+        "tiny",
+        "--chunk-tokens",
+        "40",
+        "--memory-tokens",
+        "4",
+        "--answer-tokens",
+        "4",
+        "--max-chunks",
+        "1",
+    ]
+    assert main(argv) == 0
+    out = capsys.readouterr().out
+    assert out.count("=== memory after chunk") == 1 and "reading the first 1" in out
+
+
+@pytest.mark.parametrize(
+    ("content", "question", "message"),
+    [
+        (None, "q?", "does not exist"),
+        (b"   \n\n ", "q?", "is empty"),
+        (b"caf\xe9 au lait", "q?", "not UTF-8"),
+        (b"some text", "  ", "--question is empty"),
+    ],
+)
+def test_bad_inputs_exit_2_with_a_message(tmp_path, capsys, content, question, message):
+    doc = tmp_path / "input.txt"
+    if content is not None:
+        doc.write_bytes(content)
+    code = main(["agent", "run", "--doc", str(doc), "--question", question, "--model", "tiny"])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert message in err and "Traceback" not in err
+    if content is not None and question.strip():
+        assert "input.txt" in err
+
+
+def test_read_document_names_the_file(tmp_path):
+    p = tmp_path / "latin1.txt"
+    p.write_bytes(b"\xff\xfe\xfa")
+    with pytest.raises(MemtrainError, match="latin1.txt"):
+        read_document(p)
+    ok = tmp_path / "ok.txt"
+    ok.write_text("héllo", encoding="utf-8")
+    assert read_document(ok) == "héllo"
+
+
+def test_unknown_engine_and_missing_base_url(tmp_path, capsys):
+    from memtrain.agent.engines import build_engine
+
+    with pytest.raises(MemtrainError, match="unknown engine"):
+        build_engine("tgi", "x")
+    with pytest.raises(MemtrainError, match="--base-url"):
+        build_engine("openai", "x")
+    doc = tmp_path / "d.txt"
+    doc.write_text("text", encoding="utf-8")
+    assert main(["agent", "run", "--doc", str(doc), "--question", "q", "--engine", "openai"]) == 2
+    assert "--base-url" in capsys.readouterr().err
+
+
+def test_vllm_missing_gives_clear_error():
+    pytest.importorskip("torch")
+    try:
+        import vllm  # noqa: F401
+
+        pytest.skip("vllm is installed here")
+    except ImportError:
+        pass
+    from memtrain.agent.vllm_engine import VLLMEngine
+
+    with pytest.raises(MemtrainError, match=r"memtrain\[vllm\]"):
+        VLLMEngine("smollm2")
