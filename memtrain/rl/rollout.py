@@ -152,7 +152,7 @@ def rollout_metrics(r: Rollouts, e2e_seconds: float = 0.0, imr_seconds: float = 
         "reward/e2e_em": _mean(r.answer_rewards),
         "reward/imr_em": _mean([x for q in r.imr if q for x in q.rewards]),
         "reward/coupled": _mean(r.rewards),
-        "reward/no_boxed_final": _mean([float(tr.answer is None) for tr in r.trajectories]),
+        "reward/no_boxed_final": _mean([float(extract_boxed(tr.response) is None) for tr in r.trajectories]),
         "reward/no_boxed_imr": _mean([float(extract_boxed(c.text) is None) for c in imr_comps]),
         "imr/asked": float(sum(q is not None for q in r.imr)),
         "imr/missing": float(sum(q is None for q in r.imr)),
@@ -168,6 +168,6 @@ def rollout_metrics(r: Rollouts, e2e_seconds: float = 0.0, imr_seconds: float = 
         "time/rollout_e2e_s": e2e_seconds,
         "time/rollout_imr_s": imr_seconds,
         "gen/tokens": float(gen_tokens),
-        "gen/tokens_per_s": gen_tokens / max(e2e_seconds + imr_seconds, 1e-9),
+        "gen/tokens_per_s": gen_tokens / (e2e_seconds + imr_seconds) if e2e_seconds + imr_seconds else 0.0,
     }
     return m

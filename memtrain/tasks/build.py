@@ -61,6 +61,10 @@ class BuildConfig:
     limit_pages: int | None = field(default=None, metadata={"help": "read at most this many corpus pages"})
     max_passage_words: int = field(default=200, metadata={"help": "passage size bound, in words"})
     min_passage_words: int = field(default=20, metadata={"help": "shorter passages are dropped"})
+    wikitext_parser: str = field(
+        default="fast",
+        metadata={"help": "wikitext renderer for dumps: fast (scanner) | mwparserfromhell (full parse)"},
+    )
 
     def validate(self) -> None:
         self.task.validate()
@@ -175,6 +179,7 @@ def read_pool(cfg: BuildConfig) -> tuple[list[Passage], dict[str, Any]]:
             min_passage_words=cfg.min_passage_words,
             limit_pages=cfg.limit_pages,
             stats=stats,
+            parser=cfg.wikitext_parser,
         )
     )
     cstats = stats.as_dict()

@@ -71,6 +71,12 @@ SAMPLE_PAGES = [
 
 
 @pytest.fixture
+def hand_written_france() -> str:
+    """The wikitext of the hand-written France article (infobox, refs, table, File, sections)."""
+    return FRANCE
+
+
+@pytest.fixture
 def make_dump(tmp_path: Path) -> Callable[..., Path]:
     """``make_dump(pages, name="dump.xml", compress=None)`` writes a dump and returns its path."""
 

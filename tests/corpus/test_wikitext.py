@@ -5,12 +5,16 @@ from __future__ import annotations
 import pytest
 
 from memtrain.corpus.passages import make_passages, split_long
-from memtrain.corpus.wikitext import clean_wikitext, link_key, strip_nested
+from memtrain.corpus.wikitext import PARSERS, get_renderer, link_key, strip_nested
+from memtrain.errors import MemtrainError
 from memtrain.records import Entity
 
+# Every rendering test runs on both backends: they share one output contract.
+parsers = pytest.mark.parametrize("parser", list(PARSERS))
 
-def _render(wikitext: str) -> tuple[str, list[Entity]]:
-    paras = clean_wikitext(wikitext)
+
+def _render(wikitext: str, parser: str = "fast") -> tuple[str, list[Entity]]:
+    paras = get_renderer(parser)(wikitext)
     text = "\n\n".join(t for t, _ in paras)
     for t, ents in paras:
         for e in ents:
@@ -43,16 +47,21 @@ def test_link_key(target, key):
         ("text __NOTOC__ more", "text more"),
         ("[[Category:X]]\n[[fr:Paris]]\n[[File:a.png|thumb|cap [[Link]] cap]]", ""),
         ("a\n[[Image:x.png|thumb|first line\nsecond [[Link]] line]]\nb", "a\n\nb"),
+        ("; term: definition\n----\nnext", "term: definition\nnext"),
+        ("'''[[Paris|the ''capital'']]''' {{lang|fr|x}}<!-- c -->", "the capital"),
     ],
 )
-def test_rendering(wikitext, text):
-    assert _render(wikitext)[0] == text
+@parsers
+def test_rendering(wikitext, text, parser):
+    assert _render(wikitext, parser)[0] == text
 
 
-def test_links_anchors_trails_and_namespaces():
+@parsers
+def test_links_anchors_trails_and_namespaces(parser):
     text, ents = _render(
         "The [[cat]]s of [[Paris|the capital]], [[Rome (city)|]], [[wikt:foo|a word]], "
-        "[[:Category:Cats|a category]] and [[#History|a section]]."
+        "[[:Category:Cats|a category]] and [[#History|a section]].",
+        parser,
     )
     assert text == "The cats of the capital, Rome, a word, a category and a section."
     assert [(e.text, e.key) for e in ents] == [
@@ -62,13 +71,31 @@ def test_links_anchors_trails_and_namespaces():
     ]
 
 
-def test_headings_break_paragraphs_and_reference_sections_are_dropped():
+@parsers
+def test_headings_break_paragraphs_and_reference_sections_are_dropped(parser):
     wikitext = (
         "Lead.\n== History ==\nOld.\n=== Detail ===\nMore.\n"
         "== See also ==\n* [[X]]\n=== Sub ===\nY\n== Legacy ==\nNew."
     )
-    paras = [t for t, _ in clean_wikitext(wikitext)]
+    paras = [t for t, _ in get_renderer(parser)(wikitext)]
     assert paras == ["Lead.", "Old.", "More.", "New."]
+
+
+def test_both_parsers_render_the_hand_written_article_identically(hand_written_france):
+    text, ents = _render(hand_written_france, "mwparserfromhell")
+    assert (text, ents) == _render(hand_written_france, "fast")
+    for m in ("[[", "]]", "{{", "}}", "<ref", "{|", "|}", "''", "<b>"):
+        assert m not in text
+    keys = {(e.text, e.key) for e in ents}
+    assert {("the capital", "Paris"), ("Germany", "Germany"), ("cathedrals", "Cathedral"),
+            ("Statue of Liberty", "New york city")} <= keys  # fmt: skip
+    for gone in ("French Republic", "World Factbook", "Brittany", "Jacques-Louis", "Frankreich", "Jane Doe"):
+        assert gone not in text, gone
+
+
+def test_unknown_parser_lists_the_choices():
+    with pytest.raises(MemtrainError, match="fast, mwparserfromhell"):
+        get_renderer("wikiextractor")
 
 
 def test_strip_nested_is_linear_on_deep_input():
