@@ -56,6 +56,8 @@ class DataConfig:
                                    "{n_docs: 20, max_examples: 200}", {})
     eval_tasks_dir: str | None = _help("held-out tasks for evals (default: the last eval_size tasks)", None)
     eval_size: int = _help("tasks held out from training when eval_tasks_dir is unset", 8)
+    split_seed: int = _help("seed of the train/eval question split (kind=hotpotqa); fixed across training "
+                            "seeds so the evaluation questions never enter training", 0)
     max_tasks: int | None = _help("use at most this many training tasks", None)
 
 

@@ -42,7 +42,7 @@ def load_data(cfg: TrainConfig, tokenizer: Any) -> tuple[list[MemTask], list[Mem
                                              "chunk_tokens": cfg.agent.chunk_tokens, "seed": cfg.seed,
                                              **d.longqa}, "TrainConfig.data.longqa")
         items, pool = longqa.load_source(lq.source, lq.data_path())
-        split = longqa.split_questions(items, eval_fraction=lq.eval_fraction or 0.2, seed=lq.seed)
+        split = longqa.split_questions(items, eval_fraction=lq.eval_fraction or 0.2, seed=d.split_seed)
         train_q = longqa.select_questions(split.train, lq.num_questions, lq.seed)
         held_q = longqa.select_questions(split.eval, d.eval_size, lq.seed)
         train = longqa.build_longqa_tasks(train_q, pool, lq.n_docs, tokenizer, lq.chunk_tokens, lq.seed,

@@ -1,0 +1,156 @@
+"""The headline experiment driver: resolved configs per arm, a tiny end-to-end run of arms A and C, report."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO / "experiments"))
+
+import headline  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def exp():
+    return headline.load_experiment("cpu")
+
+
+def _stages(resolved):
+    return {(s["kind"], s["owner"]): s for s in resolved["stages"]}
+
+
+def test_dry_run_resolves_every_arm(exp, tmp_path, capsys):
+    for arm in headline.ARMS:
+        rc = headline.main(["run", "--arm", arm, "--seed", "3", "--dry-run", "--runs-dir", str(tmp_path)])
+        assert rc == 0
+        out = capsys.readouterr().out
+        n_stages = len(headline.STAGES[arm])
+        assert sum(ln.startswith("memtrain train ") for ln in out.splitlines()) == n_stages
+        assert "# eval:" in out
+    assert not any(tmp_path.iterdir())  # a dry run writes nothing
+
+
+def test_arm_configs_differ_only_in_the_stage_under_test(exp, tmp_path):
+    r = {arm: headline.resolve(exp, arm, 3, tmp_path) for arm in headline.ARMS}
+    assert r["A"]["stages"] == [] and r["A"]["eval"]["model"] == exp["model"]
+    b = _stages(r["B"])[("memtrain", "B")]["config"]
+    d = _stages(r["D"])
+    # D reuses B's MemTrain stage (same config, same folder) and starts task RL from B's final model
+    assert d[("memtrain", "B")]["config"] == b and d[("memtrain", "B")]["reused"]
+    b_final = tmp_path / "cpu" / "B" / "seed3" / "memtrain" / "final"
+    assert d[("task", "D")]["config"]["model"]["init_from"] == str(b_final)
+    assert r["D"]["eval"]["model"] == str(tmp_path / "cpu" / "D" / "seed3" / "task" / "final")
+    # E: MemTrain without IMR, everything else as B's stage
+    e = _stages(r["E"])
+    e_mem = e[("memtrain", "E")]["config"]
+    assert e_mem["rollout"]["imr"] is False and b["rollout"]["imr"] is True
+    strip = ("out_dir",)
+    assert ({k: v for k, v in e_mem.items() if k not in strip} | {"rollout": None}
+            == {k: v for k, v in b.items() if k not in strip} | {"rollout": None})
+    assert e[("task", "E")]["config"]["model"]["init_from"].endswith("E/seed3/memtrain/final")
+    # C and D: identical task RL (settings and budget) except the starting model and the run folder
+    c_task = _stages(r["C"])[("task", "C")]["config"]
+    d_task = d[("task", "D")]["config"]
+    assert c_task["model"]["init_from"] is None
+
+    def same(cfg):
+        return {**cfg, "out_dir": None, "model": {**cfg["model"], "init_from": None}}
+
+    assert same(c_task) == same(d_task) == same(e[("task", "E")]["config"])
+    assert c_task["steps"] == exp["task"]["steps"] and c_task["batch_size"] == d_task["batch_size"]
+    # the task split is pinned to the evaluation split whatever the training seed
+    assert c_task["data"]["split_seed"] == exp["eval"]["split_seed"] and c_task["seed"] == 3
+    # every arm is evaluated the same way
+    evals = [{k: v for k, v in r[a]["eval"].items() if k != "model"} for a in headline.ARMS]
+    assert all(ev == evals[0] for ev in evals)
+    assert evals[0]["longqa"]["agent"]["chunk_tokens"] == c_task["agent"]["chunk_tokens"] == b["agent"][
+        "chunk_tokens"]
+
+
+def test_overrides_reach_the_stage_configs(tmp_path):
+    exp = headline.load_experiment("cpu", ["task.set.rollout.g1=2", "eval.n_docs=[2,3]"], model="tiny",
+                                   steps_memtrain=7, steps_task=5)
+    r = headline.resolve(exp, "D", 0, tmp_path)
+    st = _stages(r)
+    assert st[("task", "D")]["config"]["rollout"]["g1"] == 2
+    assert st[("task", "D")]["config"]["rollout"]["temperature"] > 0  # the rest of the section is kept
+    assert st[("task", "D")]["config"]["steps"] == 5 and st[("memtrain", "B")]["config"]["steps"] == 7
+    assert st[("memtrain", "B")]["config"]["model"]["name"] == "tiny"
+    assert r["eval"]["longqa"]["n_docs"] == [2, 3]
+
+
+def test_unknown_scale_is_a_clear_error(capsys):
+    assert headline.main(["run", "--arm", "A", "--scale", "nope", "--dry-run"]) == 2
+    assert "experiments/configs/nope.yaml" in capsys.readouterr().err
+
+
+TINY = [
+    "--model", "tiny", "--steps-task", "1", "--no-progress",
+    "--set", "agent.chunk_tokens=128", "--set", "agent.memory_tokens=12", "--set", "agent.answer_tokens=6",
+    "--set", "eval.num_questions=2", "--set", "eval.n_docs=[2,3]", "--set", "eval.proxy_tasks=2",
+    "--set", "eval.batch_size=4", "--set", "e2e_data.num_tasks=6", "--set", "e2e_data.eval_size=2",
+    "--set", "task.set.batch_size=1", "--set", "task.set.rollout.g1=2", "--set", "task.set.loss.kl_coef=0",
+    "--set", "task.set.data.longqa.num_questions=2", "--set", "task.set.data.longqa.n_docs=[2]",
+    "--set", "task.set.data.eval_size=1", "--set", "task.set.eval_docs=1", "--set", "task.set.save_every=0",
+    "--set", "task.set.eval_every=0", "--set", "task.set.log.tensorboard=false",
+    "--set", "task.set.log.progress=false", "--set", "task.set.gradient_checkpointing=false",
+]
+
+
+def test_tiny_arms_a_and_c_end_to_end_then_report(shared_data, tmp_path, capsys):
+    runs = tmp_path / "runs"
+    for arm in ("A", "C"):
+        assert headline.main(["run", "--arm", arm, "--seed", "0", "--runs-dir", str(runs), *TINY]) == 0
+        d = runs / "cpu" / arm / "seed0"
+        rows = [json.loads(x) for x in (d / "eval" / "longqa" / "results.jsonl").read_text().splitlines()]
+        assert sorted(r["n_docs"] for r in rows) == [2, 2, 3, 3]  # 2 questions × 2 lengths, once each
+        metrics = json.loads((d / "eval" / "longqa" / "metrics.json").read_text())
+        assert set(metrics["by_length"]) == {"2", "3"}
+        proxy = json.loads((d / "eval" / "proxy" / "metrics.json").read_text())
+        assert proxy["n"] == 2
+        config = json.loads((d / "config.json").read_text())
+        assert config["arm"] == arm and config["experiment"]["model"] == "tiny"
+        info = json.loads((d / "run_info.json").read_text())
+        assert info["hardware"]["cpu_count"] >= 1 and "torch" in info["hardware"]
+        assert "eval_longqa" in info["wall_s"]
+    assert (runs / "cpu" / "C" / "seed0" / "task" / "final").is_dir()
+    c_cfg = json.loads((runs / "cpu" / "C" / "seed0" / "config.json").read_text())
+    assert c_cfg["eval"]["model"] == str(runs / "cpu" / "C" / "seed0" / "task" / "final")
+
+    # a re-run resumes: the stage is done (not retrained) and every question is already scored
+    before = (runs / "cpu" / "C" / "seed0" / "eval" / "longqa" / "results.jsonl").read_text()
+    final_mtime = (runs / "cpu" / "C" / "seed0" / "task" / "final").stat().st_mtime_ns
+    capsys.readouterr()
+    assert headline.main(["run", "--arm", "C", "--seed", "0", "--runs-dir", str(runs), *TINY]) == 0
+    assert "task stage of arm C seed 0 already done" in capsys.readouterr().out
+    assert (runs / "cpu" / "C" / "seed0" / "task" / "final").stat().st_mtime_ns == final_mtime
+    assert (runs / "cpu" / "C" / "seed0" / "eval" / "longqa" / "results.jsonl").read_text() == before
+
+    # a stage folder written with other settings is never resumed with new ones
+    assert headline.main(["run", "--arm", "C", "--seed", "0", "--runs-dir", str(runs), *TINY,
+                          "--steps-task", "2"]) == 2
+    assert "other settings (differs in: steps)" in capsys.readouterr().err
+
+    md = tmp_path / "RESULTS.md"
+    md.write_text("# Results\n\nintro kept\n\n<!-- headline:cpu:begin -->\nold\n"
+                  "<!-- headline:cpu:end -->\ntail\n")
+    png = tmp_path / "plot.png"
+    assert headline.main(["report", "--scale", "cpu", "--runs-dir", str(runs), "--results-md", str(md),
+                          "--png", str(png)]) == 0
+    text = md.read_text()
+    assert "intro kept" in text and text.rstrip().endswith("tail") and "old" not in text
+    assert text.count("<!-- headline:cpu:begin -->") == 1
+    table = [ln for ln in text.splitlines() if ln.startswith("| A base") or ln.startswith("| C task RL only")]
+    assert len(table) == 2
+    head = next(ln for ln in text.splitlines() if ln.startswith("| arm | seeds"))
+    assert "2 docs" in head and "3 docs" in head
+    assert png.is_file() and png.read_bytes()[:4] == b"\x89PNG"
+
+
+def test_report_without_runs_is_a_clear_error(tmp_path, capsys):
+    assert headline.main(["report", "--runs-dir", str(tmp_path), "--results-md", str(tmp_path / "R.md")]) == 2
+    assert "no finished evaluation" in capsys.readouterr().err
