@@ -106,7 +106,8 @@ def train(cfg: TrainConfig) -> Path:
         # policy update
         model.train()
         upd = update(model, reference, rows, optimizer, cfg, step, tok.pad_token_id)
-        scheduler.step()
+        if not upd["update/skipped"]:  # warm-up counts optimizer updates, not batches DAPO emptied
+            scheduler.step()
         sync_engine(engine, model)
         t2 = time.perf_counter()
 

@@ -23,6 +23,5 @@ def parity_reward(monkeypatch):
     """Answer reward = 1 for an even-length response; IMR reward = 1 when the length is divisible by 3."""
     from memtrain.rl import rewards
 
-    monkeypatch.setattr(rewards, "answer_reward",
-                        lambda text, golds, metric="strict_em": float(len(text) % 2 == 0))
-    monkeypatch.setattr(rewards, "imr_reward", lambda text, answer, forms=(): float(len(text) % 3 == 0))
+    monkeypatch.setattr(rewards, "answer_reward", lambda text, golds, *_: float(len(text) % 2 == 0))
+    monkeypatch.setattr(rewards, "imr_reward", lambda text, answer, *_: float(len(text) % 3 == 0))
