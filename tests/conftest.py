@@ -31,3 +31,12 @@ def tokenizer():
     from memtrain.models import load_tokenizer
 
     return load_tokenizer("smollm2")
+
+
+@pytest.fixture(scope="session")
+def tiny_engine(tiny):
+    """The HF engine over the tiny model, shared by the loop, eval and serve tests."""
+    from memtrain.agent.engine import HFEngine
+
+    model, tok = tiny
+    return HFEngine(model, tok, batch_size=8)

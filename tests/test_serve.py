@@ -10,7 +10,7 @@ import time
 import httpx
 import pytest
 
-from memtrain.agent.engine import HFEngine, Sampling, render
+from memtrain.agent.engine import Sampling, render
 from memtrain.agent.loop import AgentConfig, make_task, open_trace, run_memory_agent
 from memtrain.agent.openai_engine import OpenAIEngine
 from memtrain.errors import MemtrainError
@@ -20,9 +20,8 @@ SECRET = "sk-test-DO-NOT-LEAK-4242"
 
 
 @pytest.fixture(scope="module")
-def hf(tiny):
-    model, tok = tiny
-    return HFEngine(model, tok, batch_size=8)
+def hf(tiny_engine):
+    return tiny_engine
 
 
 @pytest.fixture(scope="module")

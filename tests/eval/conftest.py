@@ -4,16 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from memtrain.agent.engine import HFEngine, Sampling
+from memtrain.agent.engine import Sampling
 from memtrain.agent.loop import AgentConfig
 
 HOTPOT = "hotpotqa/ircot_hotpotqa_dev_subsampled500.jsonl"
-
-
-@pytest.fixture(scope="session")
-def tiny_engine(tiny):
-    model, tok = tiny
-    return HFEngine(model, tok, batch_size=8)
 
 
 @pytest.fixture(scope="session")
