@@ -29,7 +29,8 @@ T = TypeVar("T")
 
 HEADLINE = "sub_em"
 HEADLINE_NOTE = (
-    "accuracy = sub_em: a normalised gold answer occurs in the normalised \\boxed{} answer "
+    "accuracy = sub_em: a normalised gold answer occurs in the normalised answer (the \\boxed{} content; "
+    "the first line when there is none and --answer-mode is lenient) "
     "(the RULER-HQA / MemAgent accuracy); em, f1, strict_em reported beside it"
 )
 METRIC_KEYS = ("sub_em", "em", "f1", "strict_em", "boxed")

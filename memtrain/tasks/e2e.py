@@ -161,7 +161,9 @@ class PassagePool:
         for key, surf in texts.items():
             if LINK_LABEL in labels[key]:
                 surf = surf | {key}  # the link target's title is a name of the entity too
-            self._forms[key] = normalize_forms(surf)
+            # sorted: normalize_forms keeps the first spelling of case variants, and set order changes with
+            # each process's string-hash seed (builds must be byte-identical across runs)
+            self._forms[key] = normalize_forms(sorted(surf))
             self._label[key] = min(labels[key].items(), key=lambda kv: (-kv[1], kv[0]))[0]
 
     def __len__(self) -> int:
@@ -373,14 +375,19 @@ def _try_entity(
     parts: list[str] = []
     pivot_span = (0, 0)
     pivot_masked = 0
+    mentions = 0  # in the whole document: an upper bound of the mentions left after windowing
+    pat = form_pattern(forms) if cfg.mask_scope == "pivot" else None
     pos = 0
     for j in ids[:n_kept]:
         title, text = _render(pool[j], cfg.titles)
         if cfg.mask_scope == "document" or j == pivot_idx:
-            title, _ = mask_entity(title, forms)
+            title, n_title = mask_entity(title, forms)
             text, n = mask_entity(text, forms)
+            mentions += n + n_title
             if j == pivot_idx:
                 pivot_masked = n
+        elif pat is not None:
+            mentions += pat.count(title) + pat.count(text)
         piece = _join(title, text)
         if j == pivot_idx:
             pivot_span = (pos, pos + len(piece))
@@ -388,6 +395,8 @@ def _try_entity(
         pos += len(piece) + 2
     if pivot_masked == 0:  # annotation offsets disagree with the text: nothing to reconstruct
         return DropReason("unmatched_entity", key)
+    if mentions < cfg.min_mentions:  # cheap early exit before tokenising; the exact check follows
+        return DropReason("few_mentions", key)
     doc = "\n\n".join(parts)
 
     # 4. chunk and keep a window of max_chunks around the pivot
@@ -417,9 +426,8 @@ def _try_entity(
     if any(leaks(c, forms) for c in scope_chunks):
         return DropReason("leak", key)
     n_mentions = sum(c.count(MASK) for c in chunks)
-    if cfg.mask_scope == "pivot":
-        pat = form_pattern(forms)
-        n_mentions += sum(pat.count(c) for c in chunks) if pat else 0
+    if pat is not None:
+        n_mentions += sum(pat.count(c) for c in chunks)
     if n_mentions < cfg.min_mentions:
         return DropReason("few_mentions", key)
 

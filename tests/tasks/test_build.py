@@ -89,6 +89,23 @@ def test_same_seed_same_bytes_for_any_worker_count(embedded_build, tmp_path):
     assert shard_bytes(tmp_path / "s1") != shard_bytes(embedded_build)
 
 
+def test_same_bytes_across_processes_with_different_hash_seeds(tmp_path):
+    """Set iteration order changes with PYTHONHASHSEED; a build must not depend on it."""
+    import os
+    import subprocess
+    import sys
+
+    outs = []
+    for hash_seed in ("1", "2"):
+        out = tmp_path / f"h{hash_seed}"
+        cmd = [sys.executable, "-m", "memtrain.cli", "data", "build", "--corpus", "embedded",
+               "--out", str(out), "--num-tasks", "40", "--no-progress"]
+        env = {**os.environ, "PYTHONHASHSEED": hash_seed}
+        assert subprocess.run(cmd, env=env, capture_output=True, text=True).returncode == 0
+        outs.append(shard_bytes(out))
+    assert outs[0] == outs[1] and outs[0]
+
+
 class Killed(Exception):
     pass
 

@@ -109,7 +109,7 @@ def test_window_keeps_the_pivot_and_respects_max_chunks(tokenizer):
 
 def test_drop_reasons(tokenizer):
     pool = PassagePool(small_pool())
-    cfg = preset("cpu")
+    cfg = preset("cpu", min_mentions=1)
     assert build_e2e_task(3, pool, [], random.Random(0), tokenizer,
                           replace(cfg, entity_labels=["PERSON"])) == DropReason("no_entity")
     few = build_e2e_task(4, pool, [], random.Random(0), tokenizer, replace(cfg, min_mentions=5))
