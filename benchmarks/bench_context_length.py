@@ -23,6 +23,8 @@ import sys
 import time
 from pathlib import Path
 
+from memprobe import reset_peak, status_mib  # benchmarks/memprobe.py (the script's folder)
+
 ROOT = Path(__file__).resolve().parents[1]
 WIKI = ROOT / ".." / "shared" / "data" / "wikipedia"
 FULL = [7_000, 14_000, 28_000, 56_000, 112_000]
@@ -50,25 +52,6 @@ def build_document(tokenizer, n_tokens: int) -> str:
     sys.exit(f"bench_context_length: the leads hold only {total} tokens, fewer than {n_tokens}")
 
 
-def _reset_peak() -> bool:
-    """Reset the kernel's RSS high-water mark (VmHWM) so that loading the model does not dominate it."""
-    try:
-        Path("/proc/self/clear_refs").write_text("5")
-        return True
-    except OSError:
-        return False
-
-
-def _vm_hwm_mib(field: str = "VmHWM") -> float | None:
-    try:
-        for line in Path("/proc/self/status").read_text().splitlines():
-            if line.startswith(field + ":"):
-                return int(line.split()[1]) / 1024
-    except OSError:
-        pass
-    return None
-
-
 def run_one(args: argparse.Namespace) -> dict:
     """Read one document of ``args.one`` tokens; runs in a fresh process so ru_maxrss is this run's peak."""
     import torch
@@ -89,8 +72,8 @@ def run_one(args: argparse.Namespace) -> dict:
     task = make_task(doc, QUESTION, tok, cfg, task_id=f"len{args.one}")
     engine = HFEngine(model, tok, batch_size=1)
     engine.generate([[{"role": "user", "content": "warm up"}]], Sampling(max_new_tokens=4))
-    rss_before = _vm_hwm_mib("VmRSS")  # model + document + chunks, resident before the read starts
-    reset = _reset_peak()
+    rss_before = status_mib("VmRSS")  # model + document + chunks, resident before the read starts
+    reset = reset_peak()
     t0 = time.perf_counter()
     (traj,) = run_memory_agent(engine, [task], cfg, Sampling(), progress=False)
     seconds = time.perf_counter() - t0
@@ -107,10 +90,10 @@ def run_one(args: argparse.Namespace) -> dict:
         "ms_per_input_token": round(1000 * seconds / n_input, 4),
         "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
         # high-water mark of the read alone (after model load), where the kernel lets us reset it
-        "peak_rss_read_mib": round(_vm_hwm_mib(), 1) if reset and _vm_hwm_mib() else None,
+        "peak_rss_read_mib": round(status_mib(), 1) if reset and status_mib() else None,
         "rss_before_read_mib": round(rss_before, 1) if rss_before else None,
         # what reading itself added on top of what was resident before it (the memory agent's own cost)
-        "read_growth_mib": round(_vm_hwm_mib() - rss_before, 1) if reset and rss_before else None,
+        "read_growth_mib": round(status_mib() - rss_before, 1) if reset and rss_before else None,
         "dtype": str(model.dtype).removeprefix("torch."),
         "torch_threads": torch.get_num_threads(),
         "load_avg_at_end": round(os.getloadavg()[0], 2),

@@ -25,23 +25,9 @@ import time
 from pathlib import Path
 
 import torch
+from memprobe import reset_peak, status_mib  # benchmarks/memprobe.py (the script's folder)
 
 ROOT = Path(__file__).resolve().parents[1]
-
-
-def reset_peak() -> bool:
-    try:
-        Path("/proc/self/clear_refs").write_text("5")
-        return True
-    except OSError:
-        return False
-
-
-def peak_gib() -> float:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
-            return int(line.split()[1]) / 2**20
-    return float("nan")
 
 
 def make_batch(tok, n: int, prompt_len: int, completion_len: int, seed: int = 0):
@@ -130,7 +116,7 @@ def timed(step, repeats: int) -> tuple[list[float], float]:
         t = time.perf_counter()
         step()
         times.append(time.perf_counter() - t)
-    return times, peak_gib() if reset_ok else float("nan")
+    return times, (status_mib() or float("nan")) / 1024 if reset_ok else float("nan")
 
 
 def main(argv: list[str] | None = None) -> int:
