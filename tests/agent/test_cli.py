@@ -13,29 +13,18 @@ from memtrain.errors import MemtrainError
 TEXT = "The river Orne flows through Caen before reaching the sea. Marie Curie was born in Warsaw. " * 6
 
 
-def test_agent_run_prints_memories_and_answer(tmp_path, capsys):
+def run_tiny(tmp_path, question: str, memory: int, answer: int, *extra: str) -> int:
+    """``memtrain agent run`` on the tiny model over TEXT, chunked into 40-token pieces."""
     doc = tmp_path / "doc.txt"
     doc.write_text(TEXT, encoding="utf-8")
+    return main(["agent", "run", "--doc", str(doc), "--question", question, "--model", "tiny",
+                 "--chunk-tokens", "40", "--memory-tokens", str(memory), "--answer-tokens", str(answer),
+                 *extra])
+
+
+def test_agent_run_prints_memories_and_answer(tmp_path, capsys):
     trace = tmp_path / "trace.jsonl"
-    argv = [
-        "agent",
-        "run",
-        "--doc",
-        str(doc),
-        "--question",
-        "Where was Curie born?",
-        "--model",
-        "tiny",
-        "--chunk-tokens",
-        "40",
-        "--memory-tokens",
-        "8",
-        "--answer-tokens",
-        "6",
-        "--trace",
-        str(trace),
-    ]
-    assert main(argv) == 0
+    assert run_tiny(tmp_path, "Where was Curie born?", 8, 6, "--trace", str(trace)) == 0
     out = capsys.readouterr().out
     rows = [json.loads(line) for line in trace.read_text().splitlines()]
     n_updates = sum(r["kind"] == "update" for r in rows)
@@ -49,27 +38,7 @@ def test_agent_run_prints_memories_and_answer(tmp_path, capsys):
 
 
 def test_max_chunks_flag(tmp_path, capsys):
-    doc = tmp_path / "doc.txt"
-    doc.write_text(TEXT, encoding="utf-8")
-    argv = [
-        "agent",
-        "run",
-        "--doc",
-        str(doc),
-        "--question",
-        "q?",
-        "--model",
-        "tiny",
-        "--chunk-tokens",
-        "40",
-        "--memory-tokens",
-        "4",
-        "--answer-tokens",
-        "4",
-        "--max-chunks",
-        "1",
-    ]
-    assert main(argv) == 0
+    assert run_tiny(tmp_path, "q?", 4, 4, "--max-chunks", "1") == 0
     out = capsys.readouterr().out
     assert out.count("=== memory after chunk") == 1 and "reading the first 1" in out
 
