@@ -9,7 +9,7 @@ order until the target token count is reached. Each length is read in full, in i
 peak RSS reported is that length's own high-water mark, model included), by the embedded model with
 greedy decoding and budgets chunk 2048 / memory 64 / answer 16. Nothing is extrapolated. The baseline is
 the shortest document: the table reports every length's seconds per input token relative to it.
-Writes benchmarks/results/context_length.{json,md}.
+Writes benchmarks/results/context_length.{json,md} (``--quick``: context_length_quick.{json,md}).
 """
 
 from __future__ import annotations
@@ -172,7 +172,8 @@ def main() -> int:
     }
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "context_length.json").write_text(json.dumps(result, indent=2) + "\n")
+    stem = "context_length_quick" if args.quick else "context_length"  # a smoke run keeps the full one
+    (out / f"{stem}.json").write_text(json.dumps(result, indent=2) + "\n")
     md = [
         "# Memory-agent cost vs document length",
         "",
@@ -198,7 +199,7 @@ def main() -> int:
             f"{r['max_prompt_tokens']} |"
         )
     md.append("")
-    (out / "context_length.md").write_text("\n".join(md))
+    (out / f"{stem}.md").write_text("\n".join(md))
     print("\n".join(md))
     return 0
 

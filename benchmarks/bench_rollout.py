@@ -10,7 +10,7 @@ decoding. The baseline calls :func:`run_memory_agent` once per document; the bat
 them, so each step is one batched ``generate``. Reports documents/s, generated tokens/s and the speedup, and
 whether both sides produced identical memories and answers (in bf16, batching changes the shape of the
 matmuls and so can flip a near-tied greedy choice; that is reported, not hidden).
-Writes benchmarks/results/rollout.{json,md} (``--name`` changes the stem).
+Writes benchmarks/results/rollout.{json,md} (``--name`` changes the stem; ``--quick`` writes rollout_quick).
 """
 
 from __future__ import annotations
@@ -65,8 +65,9 @@ def main() -> int:
     )
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results"))
     args = ap.parse_args()
-    if args.quick:
+    if args.quick:  # a smoke run: never overwrite the full run's results
         args.n_docs, args.chunks, args.memory_tokens = 8, 2, 32
+        args.name = args.name if args.name != "rollout" else "rollout_quick"
 
     import torch
 

@@ -75,6 +75,8 @@ def load_experiment(scale: str, sets: list[str] = (), model: str | None = None, 
         names = ", ".join(sorted(p.stem for p in CONFIGS.glob("*.yaml")))
         raise MemtrainError(f"--scale {scale!r}: no experiments/configs/{scale}.yaml; choose one of {names}")
     exp = load_yaml(path)
+    if "base" in exp:  # a variant: ``base: cpu`` plus only the settings that differ
+        exp = _merge(load_experiment(exp.pop("base")), exp)
     exp["scale"] = path.stem
     exp = apply_overrides(exp, list(sets))
     if model:
@@ -84,6 +86,14 @@ def load_experiment(scale: str, sets: list[str] = (), model: str | None = None, 
     if steps_task is not None:
         exp["task"]["steps"] = steps_task
     return exp
+
+
+def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
+    """``over`` laid on ``base``, section by section (a dict value merges, anything else replaces)."""
+    out = dict(base)
+    for k, v in over.items():
+        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
 
 
 def _abs(path: str) -> str:
@@ -381,7 +391,9 @@ def _cell(xs: list[float]) -> str:
 
 
 def collect(scale: str, runs: Path = RUNS) -> dict[str, dict[int, dict[str, Any]]]:
-    """{arm: {seed: {"longqa": metrics, "proxy": metrics|None, "info": run_info}}} for finished evals."""
+    """{arm: {seed: {"longqa", "proxy" (or None), "info", "training": {stage: metrics}}}}, finished runs."""
+    from memtrain.io import read_jsonl_tolerant
+
     found: dict[str, dict[int, dict[str, Any]]] = {}
     for arm in ARMS:
         for d in sorted((runs / scale / arm).glob("seed*")):
@@ -394,8 +406,45 @@ def collect(scale: str, runs: Path = RUNS) -> dict[str, dict[int, dict[str, Any]
                 "longqa": json.loads(m.read_text(encoding="utf-8")),
                 "proxy": json.loads(proxy.read_text(encoding="utf-8")) if proxy.is_file() else None,
                 "info": json.loads(info.read_text(encoding="utf-8")) if info.is_file() else {},
+                "training": {kind: read_jsonl_tolerant(d / kind / "metrics.jsonl")
+                             for kind in ("memtrain", "task") if (d / kind / "metrics.jsonl").is_file()},
             }
     return found
+
+
+def training_summary(rows: list[dict[str, Any]]) -> dict[str, Any]:
+    """What a stage's metrics.jsonl says about its learning signal (the step-0 check of the issue)."""
+    steps = [r for r in rows if r.get("step", 0) > 0 and "reward/coupled" in r]
+    evals = [r for r in rows if "eval/coupled" in r]
+    groups = sum(r.get("groups/e2e", 0) + r.get("groups/imr", 0) for r in steps)
+    dropped = sum(r.get("groups/e2e_dropped", 0) + r.get("groups/imr_dropped", 0) for r in steps)
+    return {
+        "steps": len(steps),
+        "reward_first": steps[0]["reward/coupled"] if steps else None,
+        "reward_mean": statistics.fmean(r["reward/coupled"] for r in steps) if steps else None,
+        "groups_with_signal": f"{groups - dropped:.0f}/{groups:.0f}",
+        "updates": sum(1 for r in steps if not r.get("update/skipped")),
+        "kl_last": steps[-1].get("loss/kl") if steps else None,
+        "held_out": (evals[0]["eval/coupled"], evals[-1]["eval/coupled"]) if len(evals) > 1 else None,
+        "step_s": statistics.median(r["time/step_s"] for r in steps) if steps else None,
+    }
+
+
+def training_lines(found: dict[str, dict[int, dict[str, Any]]]) -> str:
+    """Per trained stage: rewards, groups with any signal (DAPO keeps only those), updates, held-out."""
+    rows = ["| arm | seed | stage | steps | reward step 1 | reward mean | groups with signal | updates | "
+            "KL last | held-out reward start → end | median s / step |", "|" + "---|" * 11]
+    for arm in ARMS:
+        for seed, r in sorted(found.get(arm, {}).items()):
+            for kind, metrics in r.get("training", {}).items():
+                t = training_summary(metrics)
+                if not t["steps"]:
+                    continue
+                held = f"{t['held_out'][0]:.3f} → {t['held_out'][1]:.3f}" if t["held_out"] else "–"
+                rows.append(f"| {arm} | {seed} | {kind} | {t['steps']} | {t['reward_first']:.3f} | "
+                            f"{t['reward_mean']:.3f} | {t['groups_with_signal']} | {t['updates']} | "
+                            f"{t['kl_last']:.1e} | {held} | {t['step_s']:.0f} |")
+    return "\n".join(rows) + "\n" if len(rows) > 2 else ""
 
 
 def _avg_over_lengths(metrics: dict[str, Any], key: str) -> float | None:
@@ -502,8 +551,11 @@ def report(scale: str, runs: Path = RUNS, results_md: Path = RESULTS_MD, png: Pa
         rel = png.resolve().relative_to(results_md.resolve().parent)
     except ValueError:
         rel = png
-    body = (f"{report_table(found)}\n![accuracy vs context length]({rel})\n\nRuns and hardware:\n\n"
-            f"{hardware_lines(found)}")
+    train = training_lines(found)
+    body = (f"{report_table(found)}\n![accuracy vs context length]({rel})\n\n"
+            + (f"Training stages (sampled rollouts; reward = the stage's training reward):\n\n{train}\n"
+               if train else "")
+            + f"Runs and hardware:\n\n{hardware_lines(found)}")
     text = results_md.read_text(encoding="utf-8") if results_md.is_file() else "# Results\n"
     with atomic_open(results_md) as f:
         f.write(replace_section(text, f"headline:{scale}", body))

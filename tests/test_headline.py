@@ -149,8 +149,38 @@ def test_tiny_arms_a_and_c_end_to_end_then_report(shared_data, tmp_path, capsys)
     head = next(ln for ln in text.splitlines() if ln.startswith("| arm | seeds"))
     assert "2 docs" in head and "3 docs" in head
     assert png.is_file() and png.read_bytes()[:4] == b"\x89PNG"
+    # C's task stage (1 step) shows up in the training table; A trained nothing
+    train_rows = [ln for ln in text.splitlines() if ln.startswith("| C | 0 | task | 1 |")]
+    assert len(train_rows) == 1 and not any(ln.startswith("| A | 0 |") and "task" in ln
+                                            for ln in text.splitlines())
 
 
 def test_report_without_runs_is_a_clear_error(tmp_path, capsys):
     assert headline.main(["report", "--runs-dir", str(tmp_path), "--results-md", str(tmp_path / "R.md")]) == 2
     assert "no finished evaluation" in capsys.readouterr().err
+
+
+def test_a_variant_config_inherits_everything_but_what_it_sets(exp):
+    short = headline.load_experiment("cpu_short")
+    assert short["scale"] == "cpu_short" and "base" not in short
+    assert short["memtrain"]["steps"] == short["task"]["steps"] == 12
+    # nested sections merge: the task stage keeps the base's data settings beside the new save_every
+    assert short["task"]["set"]["data.longqa.n_docs"] == exp["task"]["set"]["data.longqa.n_docs"]
+    assert short["task"]["set"]["save_every"] == 3
+    for key in ("eval", "agent", "e2e_data", "model"):
+        assert short[key] == exp[key]
+
+
+def test_training_summary_counts_signal_and_skipped_updates():
+    rows = [
+        {"step": 0, "eval/coupled": 0.0},
+        {"step": 1, "reward/coupled": 0.25, "groups/e2e": 2, "groups/e2e_dropped": 1, "groups/imr": 4,
+         "groups/imr_dropped": 4, "update/skipped": 0.0, "loss/kl": 0.01, "time/step_s": 10.0},
+        {"step": 2, "reward/coupled": 0.0, "groups/e2e": 2, "groups/e2e_dropped": 2, "groups/imr": 4,
+         "groups/imr_dropped": 4, "update/skipped": 1.0, "loss/kl": 0.0, "time/step_s": 30.0},
+        {"step": 2, "eval/coupled": 0.125},
+    ]
+    t = headline.training_summary(rows)
+    assert t["steps"] == 2 and t["reward_first"] == 0.25 and t["reward_mean"] == 0.125
+    assert t["groups_with_signal"] == "1/12" and t["updates"] == 1
+    assert t["held_out"] == (0.0, 0.125) and t["step_s"] == 20.0

@@ -19,11 +19,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import IO, Any
 
-from tqdm.auto import tqdm
-
 from memtrain import prompts
 from memtrain.agent.engine import Completion, Engine, Sampling
 from memtrain.errors import MemtrainError
+from memtrain.progress import progress_bar
 from memtrain.records import MemTask
 from memtrain.scoring import ANSWER_MODES, extract_answer
 from memtrain.tasks.chunking import chunk_text
@@ -120,7 +119,7 @@ def run_memory_agent(
     turns: list[list[Turn]] = [[] for _ in tasks]
     chunks = [t.chunks[: cfg.max_chunks] if cfg.max_chunks else t.chunks for t in tasks]
     n_steps = max((len(c) for c in chunks), default=0)
-    bar = tqdm(total=n_steps + 1, desc="memory agent", unit="step", disable=not progress, leave=False)
+    bar = progress_bar(total=n_steps + 1, desc="memory agent", unit="step", disable=not progress, leave=False)
 
     def step(kind: str, t: int, rows: list[int], convs: list[list[dict[str, str]]], budget: int) -> None:
         s = dataclasses.replace(

@@ -12,8 +12,6 @@ import re
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
-from tqdm import tqdm
-
 from memtrain.corpus import entities as ent
 from memtrain.corpus.passages import Piece, make_passages
 from memtrain.corpus.records import (
@@ -26,6 +24,7 @@ from memtrain.corpus.stats import CorpusStats
 from memtrain.corpus.wikitext import get_renderer
 from memtrain.corpus.wikixml import iter_pages
 from memtrain.errors import MemtrainError
+from memtrain.progress import progress_bar
 from memtrain.records import Passage
 
 EMBEDDED_CORPUS = "embedded"
@@ -236,4 +235,4 @@ def _documents(
 
 
 def _bar(docs: Iterator[tuple[str, str]], desc: str, progress: bool) -> Iterator[tuple[str, str]]:
-    return iter(tqdm(docs, desc=desc, unit="doc", leave=False)) if progress else docs
+    return iter(progress_bar(docs, desc=desc, unit="doc", leave=False)) if progress else docs

@@ -28,6 +28,7 @@ from tqdm import tqdm
 
 from memtrain.corpus.stats import CorpusStats
 from memtrain.errors import MemtrainError
+from memtrain.progress import progress_bar
 
 log = logging.getLogger(__name__)
 
@@ -192,7 +193,8 @@ def iter_pages(
     size = os.path.getsize(path)
     with (
         open(path, "rb") as raw_file,
-        tqdm(total=size, unit="B", unit_scale=True, desc=path.name, disable=not progress, leave=False) as bar,
+        progress_bar(total=size, unit="B", unit_scale=True, desc=path.name, disable=not progress,
+                     leave=False) as bar,
     ):
         magic = raw_file.read(3)
         raw_file.seek(0)

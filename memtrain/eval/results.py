@@ -20,10 +20,9 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, TypeVar
 
-from tqdm.auto import tqdm
-
 from memtrain.errors import MemtrainError
 from memtrain.io import append_jsonl, read_jsonl_tolerant, write_json, write_jsonl
+from memtrain.progress import progress_bar
 
 T = TypeVar("T")
 
@@ -84,7 +83,7 @@ def run_resumable(
     # rewrite what survived so appends never land after a torn line (and old duplicates disappear)
     write_jsonl(path, list(done.values()))
     todo = [it for it, i in zip(items, ids, strict=True) if i not in done]
-    with open(path, "a", encoding="utf-8") as f, tqdm(
+    with open(path, "a", encoding="utf-8") as f, progress_bar(
         total=len(items), initial=len(items) - len(todo), desc=desc, unit="q", disable=not progress
     ) as bar:
         for b in range(0, len(todo), batch_size):

@@ -39,12 +39,12 @@ from typing import Any
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
 from memtrain.agent.engine import HFEngine
 from memtrain.config import to_dict
 from memtrain.errors import MemtrainError
 from memtrain.io import read_jsonl_tolerant, write_json, write_jsonl
+from memtrain.progress import progress_bar
 from memtrain.records import MemTask
 from memtrain.rl import checkpoint as ckpt
 from memtrain.rl.config import TrainConfig
@@ -88,8 +88,8 @@ def train(cfg: TrainConfig) -> Path:
 
     if start == 0 and held_out:
         log.write(0, {f"eval/{k}": v for k, v in evaluate_held_out(engine, held_out, cfg, model).items()})
-    bar = tqdm(range(start + 1, cfg.steps + 1), desc="train", unit="step", disable=not cfg.log.progress,
-               initial=start, total=cfg.steps)
+    bar = progress_bar(range(start + 1, cfg.steps + 1), desc="train", unit="step",
+                       disable=not cfg.log.progress, initial=start, total=cfg.steps)
     for step in bar:
         t0 = time.perf_counter()
         batch = [train_tasks[i] for i in sampler.indices(step)]

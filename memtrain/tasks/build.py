@@ -381,7 +381,7 @@ def build_dataset(
     ``after_shard(s)`` is called in the parent after each shard is written (tests use it to simulate a
     kill mid-build).
     """
-    from tqdm.auto import tqdm
+    from memtrain.progress import progress_bar
 
     cfg.validate()
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
@@ -419,8 +419,8 @@ def build_dataset(
     done_stats = [_read_shard_stats(out, s) for s in range(n_shards) if s not in todo]
 
     state = _State(pool=pool, retriever=retriever, perm=perm, cfg=cfg, targets=targets)
-    bar = tqdm(total=n_total, initial=sum(d["tasks"] for d in done_stats), unit="task", desc="data build",
-               disable=not progress)
+    bar = progress_bar(total=n_total, initial=sum(d["tasks"] for d in done_stats), unit="task",
+                       desc="data build", disable=not progress)
     new_stats = []
     try:
         if cfg.workers == 1 or len(todo) <= 1:

@@ -345,13 +345,13 @@ def build_longqa_tasks(
     ``exclude`` are document keys never used as distractors (e.g. every paragraph of the evaluation
     questions when building training data).
     """
-    from tqdm.auto import tqdm
+    from memtrain.progress import progress_bar
 
     lengths = list(n_docs)
     orders = {it.qid: distractor_order(it, pool, seed, exclude) for it in items}
     tasks = []
     total = len(lengths) * len(items)
-    with tqdm(total=total, desc="long-QA tasks", disable=not progress, leave=False) as bar:
+    with progress_bar(total=total, desc="long-QA tasks", disable=not progress, leave=False) as bar:
         for n in lengths:
             for it in items:
                 tasks.append(build_task(it, orders[it.qid], n, tokenizer, chunk_tokens, seed))
