@@ -163,11 +163,12 @@ def test_report_without_runs_is_a_clear_error(tmp_path, capsys):
 def test_a_variant_config_inherits_everything_but_what_it_sets(exp):
     short = headline.load_experiment("cpu_short")
     assert short["scale"] == "cpu_short" and "base" not in short
-    assert short["memtrain"]["steps"] == short["task"]["steps"] == 12
-    # nested sections merge: the task stage keeps the base's data settings beside the new save_every
+    assert short["memtrain"]["steps"] == short["task"]["steps"] == 8
+    # nested sections merge: the task stage keeps the base's data settings beside the new ones
     assert short["task"]["set"]["data.longqa.n_docs"] == exp["task"]["set"]["data.longqa.n_docs"]
-    assert short["task"]["set"]["save_every"] == 3
-    for key in ("eval", "agent", "e2e_data", "model"):
+    assert short["task"]["set"]["rollout.reward"] == "f1"
+    assert short["agent"] == {**exp["agent"], "memory_tokens": 64}
+    for key in ("eval", "e2e_data", "model"):
         assert short[key] == exp[key]
 
 

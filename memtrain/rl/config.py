@@ -70,9 +70,10 @@ class RolloutConfig:
     g2: int = _help("IMR answers per IMR prompt (G2)", 8)
     imr: bool = _help("ask IMR questions (false = the no-IMR ablation)", True)
     lambda_imr: float = _help("λ: weight of the mean IMR reward inside the E2E reward", 0.5)
-    reward: Literal["strict_em", "sub_em"] = _help(
-        "answer match for every reward (E2E, IMR, QA): strict_em (paper) or sub_em, a CPU-scale knob beyond"
-        " the paper that pays when the gold entity occurs in the answer", "strict_em")
+    reward: Literal["strict_em", "sub_em", "f1"] = _help(
+        "answer match for every reward (E2E, IMR, QA): strict_em (paper); sub_em or f1 are CPU-scale knobs"
+        " beyond the paper: sub_em pays when the gold entity occurs in the answer, f1 gives partial credit"
+        " for shared tokens (a dense signal when a small model is rarely exactly right)", "strict_em")
     temperature: float = _help("sampling temperature for rollouts", 1.0)
     top_p: float = _help("nucleus mass for rollouts", 1.0)
     gpu_memory_utilization: float = _help("vLLM memory fraction (engine=vllm)", 0.5)

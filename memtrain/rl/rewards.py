@@ -6,7 +6,7 @@
   trajectory's own intermediate memory was. With λ = 0 (or IMR disabled) this is the plain E2E reward,
   i.e. the paper's no-IMR ablation. A trajectory that got no IMR prompt (one chunk, or no candidate before
   its step) has an IMR term of 0; callers count such trajectories (``imr_missing``).
-- QA (downstream post-training): strict EM, or sub-EM when configured, against the gold answers.
+- QA (downstream post-training): strict EM, or sub-EM / token F1 when configured, against the gold answers.
 
 Normalisation is :func:`memtrain.scoring.normalize_strict` (lower-case, collapse whitespace, strip
 surrounding punctuation): strict, so the policy is paid for the entity and not for a paraphrase.
@@ -17,7 +17,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from memtrain.errors import MemtrainError
-from memtrain.scoring import extract_answer, strict_em, sub_em
+from memtrain.scoring import extract_answer, f1, strict_em, sub_em
 
 
 def answer_reward(
@@ -29,7 +29,9 @@ def answer_reward(
         return strict_em(pred, golds)
     if metric == "sub_em":
         return sub_em(pred, golds)
-    raise MemtrainError(f"unknown reward metric {metric!r}; use strict_em or sub_em")
+    if metric == "f1":
+        return f1(pred, golds)
+    raise MemtrainError(f"unknown reward metric {metric!r}; use strict_em, sub_em or f1")
 
 
 def imr_reward(

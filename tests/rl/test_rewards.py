@@ -21,6 +21,10 @@ def test_coupled_reward_hand_computed():
 def test_answer_reward_metrics():
     assert rewards.answer_reward("\\boxed{the Eiffel Tower}", ["Eiffel Tower"], "strict_em") == 0.0
     assert rewards.answer_reward("\\boxed{the Eiffel Tower}", ["Eiffel Tower"], "sub_em") == 1.0
+    # f1: partial credit for a partly right entity, none for a wrong one
+    partial = rewards.answer_reward("\\boxed{Eiffel bridge}", ["Eiffel Tower"], "f1")
+    assert partial == 0.5
+    assert rewards.answer_reward("\\boxed{Louvre}", ["Eiffel Tower"], "f1") == 0.0
 
 
 def test_lenient_answer_mode_pays_unboxed_answers():
