@@ -50,7 +50,7 @@ from memtrain.rl import checkpoint as ckpt
 from memtrain.rl.config import TrainConfig
 from memtrain.rl.data import DocSampler, load_data
 from memtrain.rl.loss import policy_loss
-from memtrain.rl.rollout import collect
+from memtrain.rl.rollout import Rollouts, collect
 from memtrain.rl.rows import Row, build_rows, collate, completion_logprobs, micro_batches
 
 # ------------------------------------------------------------------------------------------- the recipe
@@ -118,6 +118,7 @@ def train(cfg: TrainConfig) -> Path:
             ev = evaluate_held_out(engine, held_out, cfg, model)
             metrics.update({f"eval/{k}": v for k, v in ev.items()})
         log.write(step, metrics)
+        log.write_samples(step, sample_rows(rollouts))
         bar.set_postfix(reward=f"{metrics['reward/coupled']:.3f}", kl=f"{metrics['loss/kl']:.2e}",
                         clip=f"{metrics['loss/clip_frac']:.3f}",
                         tok_s=f"{metrics['update/tokens_per_s']:.0f}")
@@ -303,13 +304,12 @@ def evaluate_held_out(engine: Any, tasks: list[MemTask], cfg: TrainConfig, model
 
 
 class MetricsLog:
-    """metrics.jsonl + TensorBoard (+ wandb); on resume, rows past the checkpoint are dropped."""
+    """metrics.jsonl, samples.jsonl, TensorBoard (+ wandb); on resume, rows past the checkpoint go."""
 
     def __init__(self, out: Path, cfg: TrainConfig, resume_step: int = 0):
         self.path = out / "metrics.jsonl"
-        kept = [r for r in read_jsonl_tolerant(self.path) if r.get("step", 0) <= resume_step]
-        write_jsonl(self.path, kept)
-        self.f = open(self.path, "a", encoding="utf-8")
+        self.f = self._reopen(self.path, resume_step)
+        self.samples = self._reopen(out / "samples.jsonl", resume_step)
         self.tb = None
         if cfg.log.tensorboard:
             from torch.utils.tensorboard import SummaryWriter
@@ -325,6 +325,16 @@ class MetricsLog:
             self.wandb = wandb.init(project=cfg.log.wandb_project, config=to_dict(cfg), dir=str(out),
                                     resume="allow", id=out.resolve().name)
 
+    @staticmethod
+    def _reopen(path: Path, resume_step: int) -> Any:
+        write_jsonl(path, [r for r in read_jsonl_tolerant(path) if r.get("step", 0) <= resume_step])
+        return open(path, "a", encoding="utf-8")
+
+    def write_samples(self, step: int, rows: list[dict[str, Any]]) -> None:
+        for row in rows:
+            self.samples.write(json.dumps({"step": step, **row}, ensure_ascii=False) + "\n")
+        self.samples.flush()
+
     def write(self, step: int, metrics: dict[str, float]) -> None:
         row = {"step": step, **{k: float(v) for k, v in metrics.items()}}
         self.f.write(json.dumps(row, sort_keys=True) + "\n")
@@ -338,10 +348,33 @@ class MetricsLog:
 
     def close(self) -> None:
         self.f.close()
+        self.samples.close()
         if self.tb is not None:
             self.tb.close()
         if self.wandb is not None:
             self.wandb.finish()
+
+
+def sample_rows(r: Rollouts, max_chars: int = 600) -> list[dict[str, Any]]:
+    """The first trajectory of every document of a step, as text: what the policy actually wrote.
+
+    Rewards alone cannot tell a policy that answers wrongly from one that writes no answer at all; these rows
+    (samples.jsonl) can. Long texts are cut to ``max_chars``.
+    """
+    rows, seen = [], set()
+    for i, d in enumerate(r.doc_of):
+        if d in seen:
+            continue
+        seen.add(d)
+        task, traj, q = r.tasks[d], r.trajectories[i], r.imr[i]
+        row = {"task": task.id, "problem": task.problem[:max_chars], "gold": task.answers[:3],
+               "response": traj.response[:max_chars], "last_memory": traj.memories[-1][:max_chars],
+               "answer_reward": r.answer_rewards[i], "reward": r.rewards[i]}
+        if q is not None:
+            row["imr"] = {"question": q.messages[-1]["content"][-max_chars:], "gold": q.candidate.answer,
+                          "responses": [c.text[:max_chars] for c in q.completions], "rewards": q.rewards}
+        rows.append(row)
+    return rows
 
 
 def plot_rewards(metrics_path: Path, png: Path) -> None:

@@ -83,6 +83,12 @@ def test_resume_gives_identical_continuation(tmp_path, parity_reward, monkeypatc
     lines = (tmp_path / "b" / "run" / "metrics.jsonl").read_text().splitlines()
     steps = [json.loads(x)["step"] for x in lines]
     assert steps == [0, 1, 2, 3]  # no duplicated rows after the resume
+    samples = [json.loads(x) for x in (tmp_path / "b" / "run" / "samples.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in samples] == sorted(r["step"] for r in samples)  # no duplicated steps either
+    assert {r["step"] for r in samples} == {1, 2, 3}
+    per_step = len(samples) // 3
+    assert per_step == full.batch_size and len(samples) == 3 * per_step  # one row per document
+    assert all(r["gold"] and isinstance(r["response"], str) and 0 <= r["answer_reward"] <= 1 for r in samples)
 
 
 def test_nan_guard_stops_and_keeps_last_good_checkpoint(tmp_path, parity_reward, monkeypatch):
