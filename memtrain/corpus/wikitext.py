@@ -42,7 +42,7 @@ _DROP_TAGS = (
 )
 _COMMENT = re.compile(r"<!--.*?(?:-->|\Z)", re.S)
 _DROP_TAG_RE = re.compile(rf"<(?:{_DROP_TAGS})\b[^<>]*?/>|<({_DROP_TAGS})\b[^<>]*>.*?</\1\s*>", re.S | re.I)
-_NESTED = re.compile(r"\{\{|\}\}|\{\||\|\}")
+_NESTED = re.compile(r"\{\{|\}\}|\{\||\|\}(?!\})")  # "|}}" closes a template ("{{IPAc-en|k|}}"), not a table
 _FILE_OPEN = re.compile(r"\[\[\s*(?:file|image|media)\s*:", re.I)
 _HEADING = re.compile(r"(={1,6})\s*(.*?)\s*\1\s*$")
 _LIST_PREFIX = re.compile(r"[*#:;]+\s*")

@@ -98,6 +98,12 @@ def test_unknown_parser_lists_the_choices():
         get_renderer("wikiextractor")
 
 
+def test_template_ending_in_an_empty_parameter_is_not_a_table_close():
+    # "|}}" ends the template; read as a table close "|}" it left the template open and cut the paragraph
+    text = "The aardvark ({{IPAc-en|ˈ|ɑr|k|}}; Orycteropus afer) is a mammal.\n\n{|\n| cell\n|}\nafter"
+    assert strip_nested(text) == "The aardvark (; Orycteropus afer) is a mammal.\n\n\nafter"
+
+
 def test_strip_nested_is_linear_on_deep_input():
     deep = "{{" * 2000 + "x" + "}}" * 2000
     assert strip_nested("a" + deep + "b") == "ab"
