@@ -135,7 +135,7 @@ def main(argv: list[str] | None = None) -> int:
         args.rows, args.prompt_len, args.completion_len, args.repeats = 8, 128, 32, 2
     name = args.model or ("tiny" if args.quick else "smollm2")
 
-    from memtrain.models import load_model
+    from memtrain.models import enable_checkpointing, load_model
 
     torch.manual_seed(0)
     base, tok = load_model(name, dtype="fp32")
@@ -145,7 +145,7 @@ def main(argv: list[str] | None = None) -> int:
     for label in ("memtrain", "trl"):
         model = copy.deepcopy(base)
         if args.gc:
-            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+            enable_checkpointing(model)
         model.train()
         step = ours(model, rows, args) if label == "memtrain" else trl_side(model, tok, rows, args)
         times, peak = timed(step, args.repeats)

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from memtrain.errors import MemtrainError
+from memtrain.progress import quiet_library_bars
 
 if TYPE_CHECKING:  # torch is imported lazily: data-build workers only need the cache paths
     import torch
@@ -172,6 +173,7 @@ def load_model(name: str, dtype: str = "auto", device: str = "auto"):
         return model.to(pick_device(device)), tok
     from transformers import AutoModelForCausalLM
 
+    quiet_library_bars()
     dev = pick_device(device)
     tok = load_tokenizer(name)
     try:
@@ -180,6 +182,15 @@ def load_model(name: str, dtype: str = "auto", device: str = "auto"):
         raise MemtrainError(f"cannot load model {name!r}: {e}") from None
     model.generation_config.pad_token_id = tok.pad_token_id
     return model.to(dev).eval(), tok
+
+
+def enable_checkpointing(model: torch.nn.Module) -> None:
+    """Non-reentrant activation checkpointing (transformers 5 renamed ``gradient_checkpointing_enable``)."""
+    on = getattr(model, "activation_checkpointing_enable", None)
+    if on is not None:
+        on(activation_checkpointing_kwargs={"use_reentrant": False})
+    else:
+        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
 
 
 @lru_cache(maxsize=1)

@@ -31,6 +31,14 @@ class _LogLines:
         self.stream.flush()
 
 
+def quiet_library_bars() -> None:
+    """Silence transformers' own bars (loading weights, writing shards) in log files; terminals keep them."""
+    if not getattr(sys.stderr, "isatty", lambda: False)():
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
+
+
 def progress_bar(iterable: Any = None, **kwargs: Any) -> tqdm:
     """``tqdm(iterable, **kwargs)``, with log-friendly output when the stream is not a terminal."""
     stream = kwargs.get("file") or sys.stderr

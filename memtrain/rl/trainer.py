@@ -232,7 +232,7 @@ def autocast(cfg: TrainConfig, model: Any) -> AbstractContextManager:
 
 def load_policy(cfg: TrainConfig) -> tuple[Any, Any]:
     """The trainable policy (full weights or LoRA-wrapped) and its tokenizer."""
-    from memtrain.models import load_model
+    from memtrain.models import enable_checkpointing, load_model
 
     model, tok = load_model(cfg.model.init_from or cfg.model.name, dtype=cfg.model.dtype)
     if cfg.model.lora.enabled:
@@ -243,7 +243,7 @@ def load_policy(cfg: TrainConfig) -> tuple[Any, Any]:
                           target_modules=list(lc.target_modules), task_type="CAUSAL_LM")
         model = get_peft_model(model, lora)
     if cfg.gradient_checkpointing:
-        model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        enable_checkpointing(model)
         if cfg.model.lora.enabled:
             model.enable_input_require_grads()
     return model, tok
