@@ -74,7 +74,7 @@ def main() -> int:
             summary.append(f"{script}: FAILED (exit {rc}) after {took:.0f} s")
             continue
         # bench_train --quick prints its ratio without writing a file; nothing to summarise from disk
-        shown = (quick_stem or None) if args.quick else stem
+        shown = quick_stem if args.quick else stem
         summary.append(f"{script}: {headline(shown) if shown else 'see its output above'} ({took:.0f} s)")
     print("\n".join(["", "run_all summary:", *summary]))
     return 1 if failed else 0
