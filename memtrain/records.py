@@ -1,7 +1,7 @@
-"""Plain records that flow between stages: corpus -> tasks -> rollouts.
+"""Every record that flows between stages, in data-flow order: corpus -> tasks -> rollouts -> rows.
 
-Records are small dataclasses with ``to_dict``/``from_dict`` so they round-trip through JSONL and Parquet
-and can be read by HF ``datasets`` and veRL without memtrain installed.
+Records are small dataclasses. Those that go to disk (passages, tasks) have ``to_dict``/``from_dict`` so
+they round-trip through JSONL and Parquet and can be read by HF ``datasets`` and veRL without memtrain.
 """
 
 from __future__ import annotations
@@ -102,3 +102,112 @@ class MemTask:
             imr=[[ImrCandidate(**c) for c in cands] for cands in d.get("imr", [])],
             meta=dict(d.get("meta", {})),
         )
+
+
+# ------------------------------------------------------------------------------------------ long-document QA
+
+
+@dataclass(frozen=True)
+class Doc:
+    """One document of a long QA context; ``key`` identifies it for deduplication and leakage checks."""
+
+    key: str
+    title: str
+    text: str
+
+
+@dataclass
+class QAItem:
+    """A question with its gold documents and every document its source record ships with.
+
+    ``context_keys`` are the keys of all documents of the source record (gold and the record's own
+    distractors): none of them may be used as a distractor for this question.
+    """
+
+    qid: str
+    question: str
+    answers: list[str]
+    gold: list[Doc]
+    context_keys: set[str] = field(default_factory=set)
+    source: str = ""
+
+
+# ------------------------------------------------------------------------------------------ rollouts
+
+
+@dataclass
+class Completion:
+    """One response: text, the exact token ids, and why generation stopped (``stop`` or ``length``).
+
+    ``completion_ids`` include the stop token when there is one, so a trainer also learns when to stop;
+    ``text`` never includes it.
+    """
+
+    text: str
+    prompt_ids: list[int]
+    completion_ids: list[int]
+    finish_reason: str
+
+
+@dataclass
+class Turn:
+    """One conversation of a trajectory: a memory update (``update``) or the final answer (``final``)."""
+
+    kind: str
+    step: int
+    messages: list[dict[str, str]]
+    completion: Completion
+    seconds: float  # wall time of the engine call this turn was part of
+
+
+@dataclass
+class Trajectory:
+    """All conversations of one read of one document, and the memories they produced."""
+
+    task_id: str
+    problem: str
+    turns: list[Turn]
+    memories: list[str]  # m_0 .. m_T
+    response: str  # the final turn's full text
+    answer: str | None  # content of its last \boxed{}, None when absent
+
+
+@dataclass
+class ImrProbe:
+    """One IMR question of a trajectory: recall ỹ of chunk c_l from memory m_k (1-based k, l).
+
+    Chosen by :func:`memtrain.tasks.imr.pick_probe`; ``completions``/``rewards`` are filled by the rollout.
+    """
+
+    k: int
+    l: int  # noqa: E741 - the paper's name
+    candidate: ImrCandidate
+    messages: list[dict[str, str]]
+    completions: list[Completion] = field(default_factory=list)
+    rewards: list[float] = field(default_factory=list)
+
+
+@dataclass
+class Rollouts:
+    """Everything sampled for one batch, aligned by trajectory index (B·G1 trajectories)."""
+
+    tasks: list[MemTask]  # the B documents
+    g1: int
+    trajectories: list[Trajectory]
+    doc_of: list[int]  # document index of each trajectory
+    answer_rewards: list[float]  # E2E / QA answer reward of each trajectory (the configured reward)
+    imr: list[ImrProbe | None]
+    rewards: list[float]  # R^E (coupled) per trajectory
+    metrics: dict[str, float]
+    answer_strict: list[float] = field(default_factory=list)  # strict EM of each final answer
+
+
+@dataclass
+class Row:
+    """One training conversation: prompt ids, completion ids and the advantage broadcast to it."""
+
+    prompt_ids: list[int]
+    completion_ids: list[int]
+    advantage: float
+    kind: str  # update | final | imr
+    truncated: bool = False  # finish_reason == "length"

@@ -13,7 +13,6 @@ Standard library only (``http.server``); meant for a trusted network, there is n
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import queue
@@ -23,6 +22,10 @@ import uuid
 from dataclasses import astuple, dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
+
+from memtrain.agent.engines import EngineConfig
+from memtrain.config import option
+from memtrain.errors import MemtrainError
 
 log = logging.getLogger(__name__)
 
@@ -284,48 +287,33 @@ def make_server(
     return MemtrainHTTPServer((host, port), Batcher(engine, batch_window_ms / 1000.0, max_batch), model_name)
 
 
-def register(subparsers: Any) -> None:
-    p = subparsers.add_parser(
-        "serve",
-        help="serve a model over an OpenAI-compatible HTTP API (batched)",
-        description="Serve a model over an OpenAI-compatible chat-completions API. Concurrent requests are "
-        "coalesced into batched generate calls, which is what makes the memory agent fast over HTTP.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-    )
-    p.add_argument(
-        "--model", default="smollm2", help="model name: smollm2 (embedded), a hub id or a local folder"
-    )
-    p.add_argument("--served-model-name", default=None, help="name reported by /v1/models (default: --model)")
-    p.add_argument("--host", default="127.0.0.1", help="interface to bind (no authentication: keep it local)")
-    p.add_argument("--port", type=int, default=8000, help="TCP port (0 picks a free one)")
-    p.add_argument("--batch-size", type=int, default=32, help="micro-batch size of the HF engine")
-    p.add_argument("--max-batch", type=int, default=64, help="max requests coalesced into one generate call")
-    p.add_argument(
-        "--batch-window-ms", type=float, default=5.0, help="how long a request waits for companions"
-    )
-    p.add_argument("--dtype", default="auto", help="auto, bf16, fp16 or fp32")
-    p.add_argument("--device", default="auto", help="auto, cpu or cuda")
-    p.set_defaults(func=_serve)
+@dataclass
+class ServeConfig:
+    model: str = option("model name: smollm2 (embedded), a hub id or a local folder", "smollm2")
+    engine: EngineConfig = option("generation engine", factory=EngineConfig)
+    served_model_name: str | None = option("name reported by /v1/models (default: model)", None)
+    host: str = option("interface to bind (no authentication: keep it local)", "127.0.0.1")
+    port: int = option("TCP port (0 picks a free one)", 8000)
+    max_batch: int = option("max requests coalesced into one generate call", 64)
+    batch_window_ms: float = option("how long a request waits for companions", 5.0)
+
+    def validate(self) -> None:
+        if self.max_batch <= 0:
+            raise MemtrainError(f"ServeConfig.max_batch must be positive, got {self.max_batch}")
 
 
-def _serve(args: argparse.Namespace) -> int:
+def serve(cfg: ServeConfig) -> int:
+    """``memtrain serve``: an OpenAI-compatible chat-completions API; concurrent requests are coalesced into
+    batched generate calls, which is what makes the memory agent fast over HTTP."""
     from memtrain.agent.engines import build_engine
-    from memtrain.errors import MemtrainError
 
-    if args.batch_size <= 0 or args.max_batch <= 0:
-        raise MemtrainError("--batch-size and --max-batch must be positive")
-    engine = build_engine("hf", args.model, dtype=args.dtype, device=args.device, batch_size=args.batch_size)
+    cfg.validate()
+    engine = build_engine(cfg.engine, cfg.model)
     try:
-        server = make_server(
-            engine,
-            args.host,
-            args.port,
-            args.served_model_name or args.model,
-            args.batch_window_ms,
-            args.max_batch,
-        )
+        server = make_server(engine, cfg.host, cfg.port, cfg.served_model_name or cfg.model,
+                             cfg.batch_window_ms, cfg.max_batch)
     except OSError as e:
-        raise MemtrainError(f"cannot listen on {args.host}:{args.port}: {e}; pick another --port") from None
+        raise MemtrainError(f"cannot listen on {cfg.host}:{cfg.port}: {e}; pick another port=") from None
     print(f"memtrain serve: {server.url} (model {server.model_name}); Ctrl-C to stop", flush=True)
     try:
         server.serve_forever()

@@ -209,5 +209,5 @@ def test_retries_backoff_auth_header_and_payload(monkeypatch):
 def test_serve_cli_rejects_bad_sizes_before_loading(capsys):
     from memtrain.cli import main
 
-    assert main(["serve", "--model", "tiny", "--batch-size", "0"]) == 2
-    assert "--batch-size" in capsys.readouterr().err
+    assert main(["serve", "model=tiny", "engine.batch_size=0"]) == 2
+    assert "EngineConfig.batch_size must be >= 1" in capsys.readouterr().err

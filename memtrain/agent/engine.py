@@ -14,6 +14,8 @@ from typing import Any, Protocol
 
 import torch
 
+from memtrain.records import Completion
+
 Conversation = list[dict[str, str]]
 
 
@@ -32,26 +34,16 @@ class Sampling:
         return self.temperature <= 0.0
 
 
-@dataclass
-class Completion:
-    """One response: text, the exact token ids, and why generation stopped (``stop`` or ``length``).
-
-    ``completion_ids`` include the stop token when there is one, so a trainer also learns when to stop;
-    ``text`` never includes it.
-    """
-
-    text: str
-    prompt_ids: list[int]
-    completion_ids: list[int]
-    finish_reason: str
-
-
 class Engine(Protocol):
     """Anything that completes a batch of chat conversations."""
 
     tokenizer: Any
 
     def generate(self, conversations: Sequence[Conversation], sampling: Sampling) -> list[Completion]: ...
+
+    def sync_weights(self, model: Any) -> None:
+        """Make the engine sample from ``model``'s current weights (after an update, before a rollout)."""
+        ...
 
 
 def render(tokenizer: Any, conversation: Conversation) -> list[int]:
@@ -74,6 +66,11 @@ class HFEngine:
         eos = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
         eos = eos if isinstance(eos, list) else [eos]
         self._stop_ids = {i for i in (*eos, tokenizer.eos_token_id, tokenizer.pad_token_id) if i is not None}
+
+    def sync_weights(self, model: Any) -> None:
+        """A no-op when the engine runs on the trained model itself (the training path); else a copy."""
+        if model is not self.model:
+            self.model.load_state_dict(model.state_dict())
 
     @torch.inference_mode()
     def generate(self, conversations: Sequence[Conversation], sampling: Sampling) -> list[Completion]:

@@ -15,65 +15,47 @@ import dataclasses
 import json
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, Literal
 
 from memtrain import prompts
-from memtrain.agent.engine import Completion, Engine, Sampling
+from memtrain.agent.engine import Engine, Sampling
+from memtrain.config import option
 from memtrain.errors import MemtrainError
 from memtrain.progress import progress_bar
-from memtrain.records import MemTask
+from memtrain.records import Completion, MemTask, Trajectory, Turn
 from memtrain.scoring import ANSWER_MODES, extract_answer
 from memtrain.tasks.chunking import chunk_text
 
 
 @dataclass
 class AgentConfig:
-    """Budgets of the memory agent, in tokens. Paper: chunk 5,120, memory 1,024, ≤ 8 chunks in training."""
+    """Budgets of the memory agent, in tokens. Paper: chunk 5,120, memory 1,024, ≤ 8 chunks in training.
 
-    chunk_tokens: int = field(default=512, metadata={"help": "tokens per document chunk"})
-    memory_tokens: int = field(default=256, metadata={"help": "max tokens of memory (= update response)"})
-    answer_tokens: int = field(default=128, metadata={"help": "max tokens of the final answer response"})
-    max_chunks: int | None = field(default=None, metadata={"help": "read at most this many chunks"})
-    prompt_version: str = field(default="v1", metadata={"help": "prompt template version (prompts.py)"})
-    answer_mode: str = field(
-        default="boxed",
-        metadata={"help": "boxed (paper) or lenient: first-line fallback for tiny models (scoring.py)"},
-    )
+    On a task set, ``chunk_tokens`` and ``max_chunks`` are checked against what it was built with (or the
+    task set's value is adopted when unset): see :mod:`memtrain.tasks.taskset`.
+    """
+
+    chunk_tokens: int | None = option("tokens per document chunk (None: the task set's)", None)
+    memory_tokens: int = option("max tokens of memory (= update response)", 256)
+    answer_tokens: int = option("max tokens of the final answer response (and of IMR answers)", 128)
+    max_chunks: int | None = option("read at most this many chunks (None: all; on a task set it may not "
+                                    "drop chunks)", None)
+    prompt_version: str = option("prompt template version (prompts.py)", "v1")
+    answer_mode: Literal["boxed", "lenient"] = option(
+        "boxed (paper) or lenient: first-line fallback for tiny models (scoring.py)", "boxed")
 
     def validate(self) -> None:
-        for name in ("chunk_tokens", "memory_tokens", "answer_tokens"):
-            if getattr(self, name) <= 0:
-                raise MemtrainError(f"AgentConfig.{name} must be positive, got {getattr(self, name)}")
+        for name in ("chunk_tokens", "memory_tokens", "answer_tokens", "max_chunks"):
+            value = getattr(self, name)
+            if value is not None and value <= 0:
+                raise MemtrainError(f"AgentConfig.{name} must be positive, got {value}")
         prompts.get_prompts(self.prompt_version)
         if self.answer_mode not in ANSWER_MODES:
             raise MemtrainError(
                 f"AgentConfig.answer_mode must be one of {ANSWER_MODES}, got {self.answer_mode!r}"
             )
-
-
-@dataclass
-class Turn:
-    """One conversation of a trajectory: a memory update (``update``) or the final answer (``final``)."""
-
-    kind: str
-    step: int
-    messages: list[dict[str, str]]
-    completion: Completion
-    seconds: float  # wall time of the engine call this turn was part of
-
-
-@dataclass
-class Trajectory:
-    """All conversations of one read of one document, and the memories they produced."""
-
-    task_id: str
-    problem: str
-    turns: list[Turn]
-    memories: list[str]  # m_0 .. m_T
-    response: str  # the final turn's full text
-    answer: str | None  # content of its last \boxed{}, None when absent
 
 
 def cut_memory(engine: Engine, completion: Completion, memory_tokens: int) -> str:
@@ -93,6 +75,8 @@ def make_task(
         raise MemtrainError(f"document {task_id!r} is empty: nothing to read")
     if not question.strip():
         raise MemtrainError("the question is empty")
+    if cfg.chunk_tokens is None:
+        raise MemtrainError("agent.chunk_tokens is needed to cut a raw document into chunks")
     return MemTask(
         id=task_id,
         kind="qa",

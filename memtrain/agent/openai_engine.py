@@ -26,8 +26,9 @@ from typing import Any
 
 import httpx
 
-from memtrain.agent.engine import Completion, Conversation, Sampling, render
+from memtrain.agent.engine import Conversation, Sampling, render
 from memtrain.errors import MemtrainError
+from memtrain.records import Completion
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +65,11 @@ class OpenAIEngine:
         self.request_token_ids = request_token_ids
         self.extra_body = dict(extra_body or {})
         self._client = httpx.Client(timeout=timeout, limits=httpx.Limits(max_connections=concurrency))
+
+    def sync_weights(self, model: Any) -> None:
+        raise MemtrainError(
+            f"cannot push trained weights to the server at {self.base_url}; train with engine.kind=hf or vllm"
+        )
 
     @property
     def url(self) -> str:

@@ -15,8 +15,9 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from typing import Any
 
-from memtrain.agent.engine import Completion, Conversation, Sampling, render
+from memtrain.agent.engine import Conversation, Sampling, render
 from memtrain.errors import MemtrainError
+from memtrain.records import Completion
 
 INSTALL_HINT = "pip install 'memtrain[vllm]' on a CUDA machine"
 
@@ -86,6 +87,10 @@ class VLLMEngine:
                 Completion(text=text.strip(), prompt_ids=p, completion_ids=ids, finish_reason=reason)
             )
         return results
+
+    def sync_weights(self, model: Any) -> None:
+        """Push the trained policy's weights into the served model."""
+        self.load_weights((n, p.detach()) for n, p in model.state_dict().items())
 
     def load_weights(self, state_dict_items: Iterable[tuple[str, Any]]) -> None:
         """Load ``(name, tensor)`` pairs (HF parameter names) into the served model, then drop stale KV cache.

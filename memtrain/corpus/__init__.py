@@ -14,16 +14,14 @@ from memtrain.corpus.entities import (
 )
 from memtrain.corpus.sources import EMBEDDED_CORPUS, iter_passages, resolve_source
 from memtrain.corpus.stats import CorpusStats
-from memtrain.corpus.wikitext import clean_wikitext, clean_wikitext_mwp, get_renderer, link_key
+from memtrain.corpus.wikitext import clean_wikitext, link_key
 
 __all__ = [
     "EMBEDDED_CORPUS",
     "CorpusStats",
     "available_extractors",
     "clean_wikitext",
-    "clean_wikitext_mwp",
     "extract_entities",
-    "get_renderer",
     "iter_passages",
     "link_key",
     "normalize_key",

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import importlib.util
 import re
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 from memtrain.corpus import entities as ent
@@ -21,7 +21,7 @@ from memtrain.corpus.records import (
     iter_text_document,
 )
 from memtrain.corpus.stats import CorpusStats
-from memtrain.corpus.wikitext import get_renderer
+from memtrain.corpus.wikitext import clean_wikitext
 from memtrain.corpus.wikixml import iter_pages
 from memtrain.errors import MemtrainError
 from memtrain.progress import progress_bar
@@ -129,7 +129,6 @@ def iter_passages(
     title_field: str = "title",
     text_field: str = "text",
     progress: bool = False,
-    parser: str = "fast",
 ) -> Iterator[Passage]:
     """Passages of a corpus with entity spans, in source order (deterministic).
 
@@ -137,9 +136,8 @@ def iter_passages(
     anchors and adds rule-based names/numbers/dates. Passage sizes are in words (~1.3 SmolLM2 tokens per
     English word); see :mod:`memtrain.corpus.passages`. ``limit_pages`` stops after that many documents
     yielded passages. Skips and errors are counted in ``stats``. Passage ids are
-    ``"<source name>:<title>:<index>"``. ``parser`` renders wikitext: ``"fast"`` (the default scanner) or
-    ``"mwparserfromhell"`` (a full parse, same output contract, ~10x slower; see
-    :mod:`memtrain.corpus.wikitext`). The source, the parser and the extractors are checked before this
+    ``"<source name>:<title>:<index>"``. Wiki pages are rendered by
+    :func:`~memtrain.corpus.wikitext.clean_wikitext`. The source and the extractors are checked before this
     returns, so a bad path or a missing spaCy model fails at once, not at the first ``next()``.
     """
     if max_passage_words < 1 or min_passage_words < 0 or min_passage_words > max_passage_words:
@@ -149,13 +147,12 @@ def iter_passages(
         )
     if limit_pages is not None and limit_pages < 0:
         raise MemtrainError(f"limit_pages={limit_pages}: must be >= 0 (or None for no limit)")
-    render = get_renderer(parser)
     resolved = resolve_source(source)
     methods = ent.parse_methods(entities, wiki=True)  # "links" contributes nothing on record files
     stats = stats if stats is not None else CorpusStats()
     return _generate(
         source, resolved, methods, max_passage_words, min_passage_words, limit_pages, stats,
-        title_field, text_field, progress, render,
+        title_field, text_field, progress,
     )  # fmt: skip
 
 
@@ -170,7 +167,6 @@ def _generate(
     title_field: str,
     text_field: str,
     progress: bool,
-    render: Callable[[str], list[Piece]],
 ) -> Iterator[Passage]:
     use_links = ent.LINKS in methods
     extractors = [ent.get_extractor(m) for m in methods if m != ent.LINKS]
@@ -182,7 +178,7 @@ def _generate(
         seen: dict[str, int] = {}  # passage index per title, so duplicate titles keep unique ids
         for title, body in docs:
             if kind == "wiki":
-                paragraphs = render(body)
+                paragraphs = clean_wikitext(body)
             else:
                 paragraphs = _plain_paragraphs(body, wrapped=kind == "text")
             pieces = make_passages(paragraphs, max_words, min_words, on_drop=stats.skip)

@@ -1,17 +1,11 @@
-"""Wikitext -> plain paragraphs, with every article link kept as an entity span. Two backends.
+"""Wikitext -> plain paragraphs, with every article link kept as an entity span.
 
-``fast`` (the default, :func:`clean_wikitext`) is a hand-written linear scanner: a few compiled regexes
-plus two bracket matchers, each linear in the page length. ``mwparserfromhell``
-(:func:`clean_wikitext_mwp`) builds a real parse tree and walks it. Both follow the rules below and share
-the line/paragraph assembly and link classification, so their output contract is identical; they differ
-only where markup is broken or ambiguous (e.g. a misbalanced ``{{...}}`` makes the scanner drop the rest of
-its paragraph, while the parser keeps the prose). On the embedded 98-article gensim dump 84 articles render
-identically and the link keys overlap 99.9% (Jaccard).
-
-Why the scanner is the default: cleaning the 98 articles of the embedded dump (after XML parsing) took
-0.38 s wall / 0.25 s CPU with ``fast`` and 3.8 s wall / 2.5 s CPU with ``mwparserfromhell`` (one run
-each, loaded 2-core machine); the C tokenizer alone is ~10x the scanner's whole run. Use the parser when
-fidelity on unusual markup matters more than speed (``memtrain data build --wikitext-parser``).
+:func:`clean_wikitext` is a hand-written single-pass scanner: a few compiled regexes plus two bracket
+matchers, each linear in the page length, with no full parse of the page. The tests check it case by case
+and against a differential oracle built on ``mwparserfromhell`` (``tests/corpus/mwp_oracle.py``), which
+applies the same rules to a real parse tree and shares this module's line/paragraph assembly and link
+classification; the two differ only where markup is broken or ambiguous (e.g. a misbalanced ``{{...}}``
+makes the scanner drop the rest of its paragraph, while the parser keeps the prose).
 
 What is kept and dropped (the rendering rules tests check):
 - dropped with their content: comments, templates ``{{...}}`` (nested), tables ``{| ... |}``, ``<ref>``
@@ -30,9 +24,7 @@ from __future__ import annotations
 
 import html
 import re
-from collections.abc import Callable
 
-from memtrain.errors import MemtrainError
 from memtrain.records import Entity
 
 # Tags whose whole content is not prose. Self-closing forms (<ref name=x />) are dropped too.
@@ -222,7 +214,7 @@ def _classify(inner: str) -> tuple[int, str, str]:
 class _Line:
     """One rendered line being assembled: text pieces plus LINK entities with offsets into it.
 
-    Shared by both backends so they space, strip and offset text the same way.
+    Shared with the mwparserfromhell test oracle so both space, strip and offset text the same way.
     """
 
     __slots__ = ("out", "ents", "n", "ends_space")
@@ -356,229 +348,3 @@ def _section_skip(skip_level: int, level: int, title: str, drop_sections: frozen
     if skip_level and level > skip_level:
         return skip_level
     return level if _plain(title).strip().lower() in drop_sections else 0
-
-
-# ------------------------------------------------------------------------------------------------------
-# The mwparserfromhell backend: the same rendering rules, applied to a real parse tree.
-
-_DROP_TAG_NAMES = frozenset(_DROP_TAGS.split("|"))
-_LIST_MARKUP = frozenset("*#:;")
-_OPENER = re.compile(r"\{\{|(?:^|(?<=[\n:]))\{\|")  # a template/table the parser could not close
-
-
-class _TreeRenderer:
-    """Walks an mwparserfromhell tree, feeding the same line and paragraph assembly as the fast scanner.
-
-    Mapping of nodes: templates, arguments, comments, tables, non-prose tags and File/Category/interlanguage
-    links render nothing; formatting tags render their contents; list markers and ``----`` render nothing;
-    a heading ends the paragraph and may open a dropped section; a link renders its anchor plus its trail
-    (the letters right after ``]]``). Text, HTML entities and bare URLs are kept as raw wikitext and go
-    through the fast backend's ``_plain`` at each link or line end, so quotes, stray markup, entities,
-    empty parentheses and whitespace are treated identically.
-
-    Blank lines decide paragraphs as in the fast backend: a line holding only dropped constructs
-    (templates, comments, refs, tables, File links) counts as blank and ends the paragraph; a line holding
-    anything else (a category link, a lone list marker) is skipped without ending it.
-    """
-
-    def __init__(self, drop_sections: frozenset[str]) -> None:
-        self.drop_sections = drop_sections
-        self.paras = _Paragraphs()
-        self.skip_level = 0
-        self.cutting = False  # inside an unclosed template/table: drop up to the next blank line
-        self._new_line()
-
-    def _new_line(self) -> None:
-        self.line = _Line()
-        self.buf: list[str] = []  # raw text since the last link, rendered by _plain at once
-        self.content = False  # anything on this line that is not a dropped construct
-        self.first = ""  # first non-space raw character of the line ("" if it began with a node)
-        self.skip = False  # the whole line is ignored (horizontal rule, broken-table leftovers)
-
-    def end_line(self) -> None:
-        if not self.content:
-            self.paras.flush()
-        elif not self.skip and not self.skip_level and self.first not in ("|", "!"):
-            if self.buf:
-                self.line.add(_plain("".join(self.buf)))
-            text, ents = self.line.finish()
-            if text:
-                self.paras.add(text, ents)
-        self._new_line()
-
-    def text(self, s: str) -> None:
-        """Raw text: split into lines; an unclosed ``{{``/``{|`` drops everything to the next blank line."""
-        parts = s.split("\n")
-        for i, part in enumerate(parts):
-            if i:
-                self.end_line()
-                if self.cutting and not part.strip() and i < len(parts) - 1:
-                    self.cutting = False  # a blank line ends the unclosed construct's paragraph
-                    continue
-            if self.cutting:
-                continue
-            m = _OPENER.search(part)
-            if m is not None:
-                part = part[: m.start()]
-                self.cutting = True
-            if part.strip():
-                if not self.content and not self.first:
-                    self.first = part.lstrip()[0]
-                self.content = True
-            if part:
-                self.buf.append(part)
-
-    def raw(self, s: str) -> None:
-        """Raw wikitext that is content but never splits a line (HTML entities, bare URLs)."""
-        if self.cutting:
-            return
-        self.content = True
-        self.buf.append(s)
-
-    def walk(self, nodes: list) -> None:
-        from mwparserfromhell import nodes as N
-
-        trail_skip = 0
-        for i, node in enumerate(nodes):
-            if isinstance(node, N.Heading):
-                self.heading(node)
-                continue
-            if self.skip_level:
-                if isinstance(node, N.Text) and "\n" in node.value:
-                    self.text("\n" * node.value.count("\n"))  # keep line structure while skipping
-                elif isinstance(node, N.Tag) and node.contents is not None:
-                    self.walk(node.contents.nodes)  # a heading may hide inside
-                continue
-            if isinstance(node, N.Text):
-                self.text(node.value[trail_skip:])
-                trail_skip = 0
-            elif isinstance(node, N.Wikilink):
-                trail_skip = self.wikilink(node, nodes[i + 1] if i + 1 < len(nodes) else None)
-            elif isinstance(node, N.Tag):
-                self.tag(node)
-            elif isinstance(node, N.ExternalLink):
-                if node.brackets:
-                    if node.title is not None:
-                        self.raw(_flat(node.title.nodes))
-                    else:
-                        self.raw("")
-                else:
-                    self.raw(str(node.url))
-            elif isinstance(node, N.HTMLEntity):
-                self.raw(str(node))
-            # Template, Argument, Comment: render nothing and do not count as content
-
-    def heading(self, node) -> None:  # noqa: ANN001
-        self.end_line()
-        self.paras.flush()
-        self.cutting = False
-        title = _flat(node.title.nodes)
-        self.skip_level = _section_skip(self.skip_level, node.level, title, self.drop_sections)
-
-    def tag(self, node) -> None:  # noqa: ANN001
-        markup = node.wiki_markup
-        name = str(node.tag).strip().lower()
-        if markup == "{|" or name in _DROP_TAG_NAMES:
-            return
-        if self.cutting:
-            return
-        if markup in _LIST_MARKUP:
-            if markup == ":" and self.content:
-                self.buf.append(":")  # "; term: definition" keeps its colon, as in the fast scanner
-            self.content = True
-            return
-        self.content = True
-        if markup == "----":
-            self.skip = True
-        elif node.contents is not None and not node.self_closing:
-            self.walk(node.contents.nodes)
-
-    def wikilink(self, node, nxt) -> int:  # noqa: ANN001
-        """Render a link; returns how many trail letters to take off the next text node."""
-        if self.cutting:
-            return 0
-        kind, key, anchor = _classify_node(node)
-        if kind == _DROP:
-            if not _FILE_OPEN.match(str(node)):
-                self.content = True  # category/interlanguage links: content, but render nothing
-            return 0
-        self.content = True
-        from mwparserfromhell.nodes import Text
-
-        trail = _TRAIL.match(nxt.value) if isinstance(nxt, Text) else None
-        if self.buf:
-            self.line.add(_plain("".join(self.buf)))
-            self.buf.clear()
-        self.line.link(kind, key, _plain(anchor).strip() + (trail.group() if trail else ""))
-        return trail.end() if trail else 0
-
-    def finish(self) -> list[Paragraph]:
-        self.end_line()
-        self.paras.flush()
-        return self.paras.done
-
-
-def _classify_node(node) -> tuple[int, str, str]:  # noqa: ANN001
-    """``_classify`` of a parsed link, its anchor flattened (templates, refs, nested links resolved)."""
-    title = str(node.title)
-    if node.text is None:
-        return _classify(title)
-    return _classify(title + "|" + _flat(node.text.nodes))
-
-
-def _flat(nodes: list) -> str:
-    """Raw wikitext of a fragment with templates, comments, dropped tags and links resolved (no lines)."""
-    from mwparserfromhell import nodes as N
-
-    out: list[str] = []
-    for node in nodes:
-        if isinstance(node, (N.Text, N.HTMLEntity)):
-            out.append(str(node))
-        elif isinstance(node, N.Wikilink):
-            kind, _, anchor = _classify_node(node)
-            if kind != _DROP:
-                out.append(anchor)
-        elif isinstance(node, N.Tag):
-            if node.wiki_markup == "{|" or str(node.tag).strip().lower() in _DROP_TAG_NAMES:
-                continue
-            if node.contents is not None and not node.self_closing and node.wiki_markup not in _LIST_MARKUP:
-                out.append(_flat(node.contents.nodes))
-        elif isinstance(node, N.ExternalLink):
-            if not node.brackets:
-                out.append(str(node.url))
-            elif node.title is not None:
-                out.append(_flat(node.title.nodes))
-        elif isinstance(node, N.Heading):
-            out.append(_flat(node.title.nodes))
-    return "".join(out)
-
-
-def clean_wikitext_mwp(wikitext: str, drop_sections: frozenset[str] = DROP_SECTIONS) -> list[Paragraph]:
-    """:func:`clean_wikitext`'s contract, computed from a full mwparserfromhell parse (slower, see top)."""
-    try:
-        import mwparserfromhell
-    except ImportError:
-        raise MemtrainError(
-            "the mwparserfromhell wikitext parser is not installed: pip install mwparserfromhell, "
-            "or use the default parser 'fast'"
-        ) from None
-    tree = mwparserfromhell.parse(wikitext, skip_style_tags=True)
-    r = _TreeRenderer(drop_sections)
-    r.walk(tree.nodes)
-    return r.finish()
-
-
-PARSERS: dict[str, Callable[[str], list[Paragraph]]] = {
-    "fast": clean_wikitext,
-    "mwparserfromhell": clean_wikitext_mwp,
-}
-
-
-def get_renderer(parser: str = "fast") -> Callable[[str], list[Paragraph]]:
-    """The wikitext renderer named ``parser`` (one of :data:`PARSERS`)."""
-    try:
-        return PARSERS[parser]
-    except (KeyError, TypeError):
-        raise MemtrainError(
-            f"unknown wikitext parser {parser!r}; choose one of: {', '.join(PARSERS)}"
-        ) from None

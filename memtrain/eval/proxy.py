@@ -1,30 +1,29 @@
 """Accuracy on the self-supervised proxy tasks (E2E and IMR), to track what MemTrain optimises.
 
-- **E2E accuracy**: strict EM (the training reward's normalisation) of the final boxed answer against the
-  masked entity (and its aliases).
-- **IMR accuracy**: for each E2E trajectory one IMR probe, chosen deterministically from ``seed`` and the
-  task id: a memory m_k (k chunks read) and an earlier chunk c_l with ``k - l >= min_gap`` (1-based; the
-  paper's "earlier chunk", so the memory must have kept c_l through at least ``min_gap`` overwrites) that
-  has an IMR candidate. Among all valid (k, l) pairs we draw k uniformly among the ks that have one, then
-  l, then the candidate. The candidate's forms are masked as ``[TARGET]`` in c_l and the model answers in
-  one step from m_k and the masked chunk; strict EM against the candidate's forms (aliases of one entity).
-  Trajectories with no valid pair (e.g. a single chunk) get no probe and are counted in ``n_no_probe``.
+Both the held-out evaluation inside training and ``memtrain eval`` on an E2E task set call
+:func:`proxy_rollouts`: the training rollout path with one trajectory and one IMR answer per task
+(G1 = G2 = 1), so the IMR probes are the training rule's (:mod:`memtrain.tasks.imr`), drawn from the seed and
+the task id alone, and the two evaluations produce the same probes for the same tasks and seed.
+
+- **E2E**: the final answer against the masked entity (and its aliases), scored by the configured reward
+  and by strict EM.
+- **IMR**: one probe per trajectory (memory m_k, an earlier chunk c_l with ỹ hidden as ``[TARGET]``),
+  scored the same two ways. Trajectories without a probe (e.g. a single chunk) count in ``n_no_probe``.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import random
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from memtrain.agent.engine import Engine, Sampling
-from memtrain.agent.loop import AgentConfig, run_memory_agent
-from memtrain.errors import MemtrainError
+from memtrain.agent.engine import Engine
+from memtrain.agent.loop import AgentConfig
 from memtrain.io import write_json
-from memtrain.prompts import TARGET, imr_messages
-from memtrain.records import ImrCandidate, MemTask
+from memtrain.records import MemTask, Rollouts
+from memtrain.rl.config import RolloutConfig
+from memtrain.rl.rollout import collect
 from memtrain.scoring import extract_answer, score_all, strict_em
 
 from .results import check_run_info, run_resumable, timed
@@ -32,47 +31,46 @@ from .results import check_run_info, run_resumable, timed
 RESULTS = "proxy_results.jsonl"
 
 
-@dataclasses.dataclass
-class ImrProbe:
-    """One IMR question: memory index k (chunks read), 1-based chunk l, and the hidden entity."""
-
-    k: int
-    l: int  # noqa: E741 - the paper's name
-    candidate: ImrCandidate
+def proxy_rollouts(engine: Engine, tasks: Sequence[MemTask], agent: AgentConfig, reward: str = "strict_em",
+                   temperature: float = 0.0, seed: int = 0, progress: bool = False) -> Rollouts:
+    """One trajectory and one IMR answer per task (greedy unless ``temperature`` > 0)."""
+    rc = dataclasses.replace(RolloutConfig(), g1=1, g2=1, imr=True, reward=reward, temperature=temperature)
+    return collect(engine, tasks, agent, rc, seed=seed, progress=progress)
 
 
-def pick_imr(n_read: int, imr: Sequence[Sequence[ImrCandidate]], rng: random.Random, min_gap: int = 1
-             ) -> ImrProbe | None:
-    """A (k, l, candidate) with 1 <= l, l + min_gap <= k <= n_read and a candidate in chunk l, or None."""
-    valid_k = [k for k in range(1, n_read + 1)
-               if any(imr[l - 1] for l in range(1, k - min_gap + 1) if l - 1 < len(imr))]  # noqa: E741
-    if not valid_k:
-        return None
-    k = rng.choice(valid_k)
-    ls = [l for l in range(1, k - min_gap + 1) if l - 1 < len(imr) and imr[l - 1]]  # noqa: E741
-    l = rng.choice(ls)  # noqa: E741
-    return ImrProbe(k, l, rng.choice(list(imr[l - 1])))
-
-
-def imr_prompt(task: MemTask, memories: Sequence[str], probe: ImrProbe, version: str = "v1"
-               ) -> list[dict[str, str]]:
-    """The one-step IMR conversation: memory m_k and chunk c_l with the candidate masked as ``[TARGET]``."""
-    from memtrain.tasks.masking import mask_entity
-
-    masked, n = mask_entity(task.chunks[probe.l - 1], probe.candidate.forms, TARGET)
-    if n == 0:
-        raise MemtrainError(f"task {task.id}: IMR answer {probe.candidate.answer!r} not in chunk {probe.l}")
-    return imr_messages(memories[probe.k], masked, version)
+def proxy_rows(r: Rollouts, answer_mode: str) -> list[dict[str, Any]]:
+    """One results row per task of :func:`proxy_rollouts`."""
+    rows = []
+    for i, (task, tr) in enumerate(zip(r.tasks, r.trajectories, strict=True)):
+        row: dict[str, Any] = {
+            "id": task.id,
+            "answers": list(task.answers),
+            "n_chunks": len(task.chunks),
+            "prediction": tr.answer,
+            "response": tr.response,
+            "reward": r.answer_rewards[i],
+            "metrics": score_all(tr.response, task.answers, answer_mode),
+            "imr": None,
+        }
+        q = r.imr[i]
+        if q is not None:
+            text = q.completions[0].text
+            pred = extract_answer(text, answer_mode)
+            row["imr"] = {"k": q.k, "l": q.l, "answer": q.candidate.answer, "response": text,
+                          "prediction": pred, "reward": q.rewards[0],
+                          "strict_em": strict_em(pred, [q.candidate.answer, *q.candidate.forms])}
+        rows.append(row)
+    return rows
 
 
 def evaluate_proxy(
     engine: Engine,
     e2e_tasks: Sequence[MemTask],
     agent_cfg: AgentConfig,
-    sampling: Sampling,
     out_dir: str | Path,
+    reward: str = "strict_em",
+    temperature: float = 0.0,
     seed: int = 0,
-    min_gap: int = 1,
     batch_size: int = 16,
     resume: bool = True,
     label: str | None = None,
@@ -80,41 +78,16 @@ def evaluate_proxy(
     on_batch: Callable[[int, list[dict[str, Any]]], None] | None = None,
     progress: bool = True,
 ) -> dict[str, Any]:
-    """E2E and IMR accuracy on built E2E tasks; writes ``proxy_results.jsonl`` and ``metrics.json``."""
+    """E2E and IMR scores on built E2E tasks; writes ``proxy_results.jsonl`` and ``metrics.json``."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     check_run_info(out, run_info, resume)
-    imr_sampling = dataclasses.replace(sampling, max_new_tokens=agent_cfg.answer_tokens)
 
     def process(batch: list[MemTask]) -> list[dict[str, Any]]:
-        trajs, secs = timed(lambda: run_memory_agent(engine, batch, agent_cfg, sampling, progress=progress))
-        probes = []
-        for task, tr in zip(batch, trajs, strict=True):
-            rng = random.Random(f"{seed}|imr|{task.id}")
-            probes.append(pick_imr(len(tr.memories) - 1, task.imr, rng, min_gap))
-        todo = [i for i, p in enumerate(probes) if p is not None]
-        convs = [imr_prompt(batch[i], trajs[i].memories, probes[i], agent_cfg.prompt_version) for i in todo]
-        comps, imr_secs = timed(lambda: engine.generate(convs, imr_sampling) if convs else [])
-        imr_by_row = dict(zip(todo, comps, strict=True))
-        rows = []
-        for i, (task, tr) in enumerate(zip(batch, trajs, strict=True)):
-            row: dict[str, Any] = {
-                "id": task.id,
-                "answers": list(task.answers),
-                "n_chunks": len(task.chunks),
-                "prediction": tr.answer,
-                "response": tr.response,
-                "metrics": score_all(tr.response, task.answers, agent_cfg.answer_mode),
-                "seconds": round((secs + imr_secs) / len(batch), 3),
-                "imr": None,
-            }
-            if i in imr_by_row:
-                p, text = probes[i], imr_by_row[i].text
-                golds = [p.candidate.answer, *p.candidate.forms]
-                pred = extract_answer(text, agent_cfg.answer_mode)
-                row["imr"] = {"k": p.k, "l": p.l, "answer": p.candidate.answer, "response": text,
-                              "prediction": pred, "strict_em": strict_em(pred, golds)}
-            rows.append(row)
+        r, secs = timed(lambda: proxy_rollouts(engine, batch, agent_cfg, reward, temperature, seed, progress))
+        rows = proxy_rows(r, agent_cfg.answer_mode)
+        for row in rows:
+            row["seconds"] = round(secs / len(batch), 3)
         return rows
 
     rows = run_resumable(out / RESULTS, e2e_tasks, lambda t: t.id, process, batch_size, resume, on_batch,
@@ -123,26 +96,32 @@ def evaluate_proxy(
         "label": label or "proxy",
         "method": "proxy",
         "agent": dataclasses.asdict(agent_cfg),
-        "sampling": dataclasses.asdict(sampling),
+        "reward": reward,
+        "temperature": temperature,
         "seed": seed,
-        "min_gap": min_gap,
         **(run_info or {}),
-        **proxy_summary(rows),
+        **proxy_summary(rows, reward),
     }
     write_json(out / "metrics.json", metrics)
     return metrics
 
 
-def proxy_summary(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
-    """E2E and IMR accuracies (strict EM) over result rows."""
+def proxy_summary(rows: Sequence[dict[str, Any]], reward: str = "strict_em") -> dict[str, Any]:
+    """E2E and IMR scores (the reward and strict EM) over result rows."""
     probes = [r["imr"] for r in rows if r.get("imr")]
     n = len(rows)
+
+    def mean(xs: list[float]) -> float | None:
+        return sum(xs) / len(xs) if xs else None
+
     return {
         "n": n,
-        "e2e_accuracy": sum(r["metrics"]["strict_em"] for r in rows) / n if n else None,
-        "e2e_no_boxed": sum(1 - r["metrics"]["boxed"] for r in rows) / n if n else None,
+        f"e2e_{reward}": mean([r["reward"] for r in rows]),
+        "e2e_accuracy": mean([r["metrics"]["strict_em"] for r in rows]),
+        "e2e_no_boxed": mean([1 - r["metrics"]["boxed"] for r in rows]),
         "n_imr": len(probes),
         "n_no_probe": n - len(probes),
-        "imr_accuracy": sum(p["strict_em"] for p in probes) / len(probes) if probes else None,
-        "imr_no_boxed": sum(p["prediction"] is None for p in probes) / len(probes) if probes else None,
+        f"imr_{reward}": mean([p["reward"] for p in probes]),
+        "imr_accuracy": mean([p["strict_em"] for p in probes]),
+        "imr_no_boxed": mean([p["prediction"] is None for p in probes]),
     }

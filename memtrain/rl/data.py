@@ -1,9 +1,8 @@
 """Where training tasks come from, and the order documents are drawn in.
 
-- ``data.kind: e2e``: MemTasks built by ``memtrain data build`` (:func:`memtrain.tasks.build.load_tasks`).
-- ``data.kind: hotpotqa``: long-document HotpotQA tasks built on the fly (:mod:`memtrain.tasks.longqa`)
-  for MemAgent-style downstream post-training; questions are split so held-out questions share no
-  paragraph with training questions.
+Training reads task sets built by ``memtrain data build`` and nothing else (:mod:`memtrain.tasks.taskset`):
+E2E tasks for MemTrain, long-document QA (``split=train``) for downstream task RL. Their manifests are
+checked against the run's tokenizer and agent budgets before any model time is spent.
 
 :class:`DocSampler` is stateless: the documents of step s are a pure function of (seed, s), so a resumed
 run draws exactly the documents an uninterrupted run would.
@@ -15,44 +14,36 @@ from typing import Any
 
 import numpy as np
 
-from memtrain.config import from_dict
+from memtrain.agent.loop import AgentConfig
 from memtrain.errors import MemtrainError
 from memtrain.records import MemTask
 from memtrain.rl.config import TrainConfig
+from memtrain.tasks.taskset import agent_for, check_tokenizer, open_taskset
 
 
-def load_data(cfg: TrainConfig, tokenizer: Any) -> tuple[list[MemTask], list[MemTask]]:
-    """(train tasks, held-out tasks) for a config."""
+def load_data(cfg: TrainConfig, tokenizer: Any) -> tuple[list[MemTask], list[MemTask], AgentConfig]:
+    """(train tasks, held-out tasks, the agent budgets made consistent with the task sets)."""
     d = cfg.data
-    if d.kind == "e2e":
-        from memtrain.tasks.build import load_tasks
-
-        tasks = load_tasks(d.tasks_dir)  # type: ignore[arg-type]
-        if d.eval_tasks_dir:
-            train, held = tasks, load_tasks(d.eval_tasks_dir)
-        else:
-            if len(tasks) <= d.eval_size:
-                raise MemtrainError(f"data.tasks_dir {d.tasks_dir} has {len(tasks)} tasks, not more than "
-                                    f"data.eval_size={d.eval_size}; build more tasks or lower eval_size")
-            train, held = tasks[: len(tasks) - d.eval_size], tasks[len(tasks) - d.eval_size :]
+    model = cfg.model.init_from or cfg.model.name
+    ts = open_taskset(d.tasks_dir)  # type: ignore[arg-type]
+    check_tokenizer(tokenizer, ts, model, "TrainConfig")
+    agent = agent_for(cfg.agent, ts, "TrainConfig")
+    if d.eval_tasks_dir:
+        held_ts = open_taskset(d.eval_tasks_dir)
+        check_tokenizer(tokenizer, held_ts, model, "TrainConfig")
+        agent = agent_for(agent, held_ts, "TrainConfig")
+        train, held = ts.tasks, held_ts.tasks
     else:
-        from memtrain.tasks import longqa
-
-        lq = from_dict(longqa.LongQAConfig, {"source": "hotpotqa", "path": d.data_file,
-                                             "chunk_tokens": cfg.agent.chunk_tokens, "seed": cfg.seed,
-                                             **d.longqa}, "TrainConfig.data.longqa")
-        items, pool = longqa.load_source(lq.source, lq.data_path())
-        split = longqa.split_questions(items, eval_fraction=lq.eval_fraction or 0.2, seed=d.split_seed)
-        train_q = longqa.select_questions(split.train, lq.num_questions, lq.seed)
-        held_q = longqa.select_questions(split.eval, d.eval_size, lq.seed)
-        train = longqa.build_longqa_tasks(train_q, pool, lq.n_docs, tokenizer, lq.chunk_tokens, lq.seed,
-                                          exclude=split.eval_keys)
-        held = longqa.build_longqa_tasks(held_q, pool, lq.n_docs, tokenizer, lq.chunk_tokens, lq.seed)
+        if len(ts.tasks) <= d.eval_size:
+            raise MemtrainError(f"data.tasks_dir {d.tasks_dir} has {len(ts.tasks)} tasks, not more than "
+                                f"data.eval_size={d.eval_size}; build more tasks or lower eval_size")
+        cut = len(ts.tasks) - d.eval_size
+        train, held = ts.tasks[:cut], ts.tasks[cut:]
     if d.max_tasks:
         train = train[: d.max_tasks]
     if not train:
-        raise MemtrainError(f"no training tasks from data ({d.kind}); check data.tasks_dir / data.data_file")
-    return train, held
+        raise MemtrainError(f"no training tasks in {d.tasks_dir}")
+    return train, held, agent
 
 
 class DocSampler:

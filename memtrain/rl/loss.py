@@ -10,11 +10,11 @@ or IMR group).
   while the lower bound still stops a bad sample from collapsing a token's probability in one step.
 - KL to a frozen reference with the k3 estimator ``exp(ref − logp) − (ref − logp) − 1`` (unbiased for
   KL(π‖π_ref) under samples of π, always ≥ 0), added per token with ``kl_coef`` (1e-3 in the paper).
-- Aggregation ``conversation_mean`` (default): mean over each conversation's tokens, then sum over
+- Aggregation ``seq-mean-token-mean`` (default): mean over each conversation's tokens, then sum over
   conversations divided by the number of conversations. Every conversation — a 300-token memory update or a
   5-token boxed answer — carries the same weight, which is what broadcasting one advantage to every
   conversation of a trajectory intends; a token mean would let long memory updates drown the final answer
-  and the IMR answers. ``token_mean`` (sum over all tokens / number of tokens) is the alternative.
+  and the IMR answers. ``token-mean`` (sum over all tokens / number of tokens) is the alternative.
 
 ``n_norm`` lets a caller normalise by the *whole batch's* conversation or token count while feeding one
 micro-batch at a time, so accumulated micro-batch gradients equal the full-batch gradient exactly.
@@ -28,7 +28,7 @@ import torch
 
 from memtrain.errors import MemtrainError
 
-AGGREGATIONS = ("conversation_mean", "token_mean")
+AGGREGATIONS = ("seq-mean-token-mean", "token-mean")
 
 
 def clipped_surrogate(
@@ -51,18 +51,18 @@ def kl_k3(logp: torch.Tensor, ref_logp: torch.Tensor) -> torch.Tensor:
     return torch.exp(d) - d - 1.0
 
 
-def aggregate(values: torch.Tensor, mask: torch.Tensor, mode: str = "conversation_mean",
+def aggregate(values: torch.Tensor, mask: torch.Tensor, mode: str = "seq-mean-token-mean",
               n_norm: float | None = None) -> torch.Tensor:
     """Reduce per-token ``values`` to a scalar (see module docstring for the two modes).
 
-    ``n_norm`` defaults to this batch's conversation count (``conversation_mean``) or token count
-    (``token_mean``); pass the full batch's count when feeding micro-batches.
+    ``n_norm`` defaults to this batch's conversation count (``seq-mean-token-mean``) or token count
+    (``token-mean``); pass the full batch's count when feeding micro-batches.
     """
     mask = mask.to(values.dtype)
-    if mode == "conversation_mean":
+    if mode == "seq-mean-token-mean":
         per_conv = (values * mask).sum(-1) / mask.sum(-1).clamp(min=1.0)
         return per_conv.sum() / (n_norm if n_norm is not None else values.shape[0])
-    if mode == "token_mean":
+    if mode == "token-mean":
         return (values * mask).sum() / (n_norm if n_norm is not None else mask.sum().clamp(min=1.0))
     raise MemtrainError(f"unknown loss aggregation {mode!r}; use one of {AGGREGATIONS}")
 
@@ -84,7 +84,7 @@ def policy_loss(
     eps_low: float = 0.2,
     eps_high: float = 0.28,
     kl_coef: float = 1e-3,
-    agg: str = "conversation_mean",
+    agg: str = "seq-mean-token-mean",
     n_norm: float | None = None,
 ) -> LossOutput:
     """The full per-batch objective: clipped surrogate + ``kl_coef``·k3 KL, aggregated by ``agg``."""

@@ -13,18 +13,8 @@ from dataclasses import dataclass
 
 import torch
 
-from memtrain.agent.engine import Completion
+from memtrain.records import Completion, Rollouts, Row
 from memtrain.rl.advantages import broadcast, group_advantages, informative_groups
-from memtrain.rl.rollout import Rollouts
-
-
-@dataclass
-class Row:
-    prompt_ids: list[int]
-    completion_ids: list[int]
-    advantage: float
-    kind: str  # update | final | imr | qa-update ...
-    truncated: bool = False  # finish_reason == "length"
 
 
 @dataclass

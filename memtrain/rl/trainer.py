@@ -1,33 +1,15 @@
-"""The MemTrain GRPO recipe (DESIGN §3), readable top to bottom like the paper's method section.
+"""The pieces of a GRPO update and of a training run's outputs; :mod:`memtrain.recipes.train` composes them.
 
-    for step in 1..steps:
-        documents   <- the step's batch (seeded, resumable)
-        rollouts    <- G1 memory-agent trajectories per document + G2 answers per IMR prompt
-        rewards     <- R^E (E2E EM + λ·mean IMR EM) per trajectory, R^I per IMR answer
-        advantages  <- Dr. GRPO per group, broadcast to every conversation; DAPO drops flat groups
-        rows        <- one (prompt, completion, advantage) per conversation
-        update      <- clipped-ratio loss + k3 KL, per-conversation mean, micro-batched, AdamW
-        log, checkpoint, held-out eval
-
-Choices made here on purpose:
-- Rollouts run on the **same model object** through :class:`~memtrain.agent.engine.HFEngine` (eval mode,
-  no grad), so on CPU there is no weight sync; with ``rollout.engine: vllm`` weights are pushed into the
-  vLLM engine after every update.
-- Old log-probs: with ``ppo_epochs == 1`` the batch is used for exactly one optimizer step, so the old
-  policy *is* the current one and ``logp.detach()`` equals the recomputed old log-probs; we skip that extra
-  forward pass. With ``ppo_epochs > 1`` old log-probs are recomputed once per batch, before any update.
-- Reference: a frozen copy of the initial policy (or, with LoRA, the same model with adapters disabled);
-  ``loss.kl_coef: 0`` loads none.
-- A batch whose groups are all dropped by DAPO skips the optimizer step (the step still counts), rather
-  than sampling more documents, so every step costs one batch of rollouts.
+- :func:`update`: ``ppo_epochs`` optimizer steps over a batch's rows, micro-batched with exact gradient
+  accumulation; old log-probs are recomputed only when ``ppo_epochs > 1`` (with one epoch the old policy *is*
+  the current one and ``logp.detach()`` equals them).
 - Non-finite loss or gradient norm stops the run with a :class:`MemtrainError` naming the step, before
   the optimizer step and before any checkpoint, so the last good checkpoint stays the latest.
+- :class:`MetricsLog`, :func:`sample_rows`, :func:`plot_rewards`, :func:`save_final`: what a run leaves.
 """
 
 from __future__ import annotations
 
-import copy
-import dataclasses
 import json
 import random
 import resource
@@ -40,102 +22,22 @@ from typing import Any
 import numpy as np
 import torch
 
-from memtrain.agent.engine import HFEngine
 from memtrain.config import to_dict
 from memtrain.errors import MemtrainError
-from memtrain.io import read_jsonl_tolerant, write_json, write_jsonl
+from memtrain.io import read_jsonl_tolerant, write_jsonl
 from memtrain.progress import progress_bar
-from memtrain.records import MemTask
+from memtrain.records import Rollouts, Row
 from memtrain.rl import checkpoint as ckpt
 from memtrain.rl.config import TrainConfig
-from memtrain.rl.data import DocSampler, load_data
 from memtrain.rl.loss import policy_loss
-from memtrain.rl.rollout import Rollouts, collect
-from memtrain.rl.rows import Row, build_rows, collate, completion_logprobs, micro_batches
-
-# ------------------------------------------------------------------------------------------- the recipe
-
-
-def train(cfg: TrainConfig) -> Path:
-    """Run (or resume) training; returns ``out_dir/final``."""
-    out = Path(cfg.out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    seed_everything(cfg.seed)
-
-    # model, tokenizer, frozen reference, data, optimizer
-    model, tok = load_policy(cfg)
-    reference = make_reference(cfg, model)
-    train_tasks, held_out = load_data(cfg, tok)
-    sampler = DocSampler(len(train_tasks), cfg.batch_size, cfg.seed)
-    params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(params, lr=cfg.optim.lr, betas=tuple(cfg.optim.betas),  # type: ignore[arg-type]
-                                  weight_decay=cfg.optim.weight_decay)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup(cfg.optim.warmup_steps))
-
-    # resume from the latest complete checkpoint, if any
-    start = 0
-    last = ckpt.latest_checkpoint(out)
-    if last is not None:
-        state = ckpt.load_checkpoint(last, model, optimizer, scheduler)
-        start = int(state["step"])
-        if state.get("sampler_position") != sampler.position(start):
-            raise MemtrainError(f"{last}: saved at data position {state.get('sampler_position')}, but this "
-                                f"config gives {sampler.position(start)}; resume with the same batch_size")
-        print(f"memtrain train: resuming from {last} (step {start})")
-    write_json(out / "config.json", to_dict(cfg))
-    engine = make_engine(cfg, model, tok)
-    log = MetricsLog(out, cfg, resume_step=start)
-
-    if start == 0 and held_out:
-        log.write(0, {f"eval/{k}": v for k, v in evaluate_held_out(engine, held_out, cfg, model).items()})
-    bar = progress_bar(range(start + 1, cfg.steps + 1), desc="train", unit="step",
-                       disable=not cfg.log.progress, initial=start, total=cfg.steps)
-    for step in bar:
-        t0 = time.perf_counter()
-        batch = [train_tasks[i] for i in sampler.indices(step)]
-
-        # rollouts (policy in eval mode, no grad) -> rewards -> advantages -> rows
-        model.eval()
-        with autocast(cfg, model):
-            seed = step_seed(cfg.seed, step)
-            rollouts = collect(engine, batch, cfg.agent, cfg.rollout, rng=random.Random(seed), seed=seed)
-        lc = cfg.loss
-        rows, row_stats = build_rows(rollouts, lc.adv_scale, lc.dapo_filter, lc.mask_truncated)
-        t1 = time.perf_counter()
-
-        # policy update
-        model.train()
-        upd = update(model, reference, rows, optimizer, cfg, step, tok.pad_token_id)
-        if not upd["update/skipped"]:  # warm-up counts optimizer updates, not batches DAPO emptied
-            scheduler.step()
-        sync_engine(engine, model)
-        t2 = time.perf_counter()
-
-        metrics = {**rollouts.metrics, **row_stats, **upd, "lr": scheduler.get_last_lr()[0],
-                   "time/rollout_s": t1 - t0, "time/update_s": t2 - t1, "time/step_s": t2 - t0,
-                   "mem/peak_rss_gib": peak_rss_gib()}
-        if held_out and (step == cfg.steps or (cfg.eval_every and step % cfg.eval_every == 0)):
-            ev = evaluate_held_out(engine, held_out, cfg, model)
-            metrics.update({f"eval/{k}": v for k, v in ev.items()})
-        log.write(step, metrics)
-        log.write_samples(step, sample_rows(rollouts))
-        bar.set_postfix(reward=f"{metrics['reward/coupled']:.3f}", kl=f"{metrics['loss/kl']:.2e}",
-                        clip=f"{metrics['loss/clip_frac']:.3f}",
-                        tok_s=f"{metrics['update/tokens_per_s']:.0f}")
-        if (cfg.save_every and step % cfg.save_every == 0) or step == cfg.steps:
-            ckpt.save_checkpoint(out, step, model, optimizer, scheduler,
-                                 {"sampler_position": sampler.position(step)}, keep=cfg.keep_checkpoints)
-    bar.close()
-    log.close()
-    plot_rewards(out / "metrics.jsonl", out / "rewards.png")
-    return save_final(model, tok, out / "final")
-
+from memtrain.rl.reference import ReferencePolicy
+from memtrain.rl.rows import collate, completion_logprobs, micro_batches
 
 # ------------------------------------------------------------------------------------------- the update
 
 
-def update(model: Any, reference: Any, rows: list[Row], optimizer: torch.optim.Optimizer, cfg: TrainConfig,
-           step: int, pad_id: int) -> dict[str, float]:
+def update(model: Any, reference: ReferencePolicy | None, rows: list[Row], optimizer: torch.optim.Optimizer,
+           cfg: TrainConfig, step: int, pad_id: int, progress: bool = False) -> dict[str, float]:
     """``ppo_epochs`` optimizer steps on ``rows``, micro-batched with exact gradient accumulation.
 
     Every micro-batch loss is normalised by the **whole batch's** conversation (or token) count, so the
@@ -148,20 +50,23 @@ def update(model: Any, reference: Any, rows: list[Row], optimizer: torch.optim.O
     device = next(model.parameters()).device
     lc = cfg.loss
     n_tok = sum(len(r.completion_ids) for r in rows)
-    n_norm = float(len(rows)) if lc.agg == "conversation_mean" else float(n_tok)
+    n_norm = float(len(rows)) if lc.agg == "seq-mean-token-mean" else float(n_tok)
     batches = [collate(mb, pad_id, device) for mb in micro_batches(rows, cfg.micro_batch_size)]
     start = time.perf_counter()
 
     with torch.no_grad(), autocast(cfg, model):
-        ref_logps = [reference_logprobs(model, reference, b) for b in batches] if lc.kl_coef > 0 else None
+        ref_logps = [reference.logprobs(b) for b in batches] if reference is not None else None
         old_logps = [completion_logprobs(model, b) for b in batches] if cfg.ppo_epochs > 1 else None
 
     params = [p for p in model.parameters() if p.requires_grad]
     tot = {"loss/total": 0.0, "loss/pg": 0.0, "loss/kl": 0.0, "clip_tokens": 0.0}
     grad_norm = torch.zeros(())
+    bar = progress_bar(total=cfg.ppo_epochs * len(batches), desc="update", unit="micro-batch", leave=False,
+                       disable=not progress)
     for _epoch in range(cfg.ppo_epochs):
         optimizer.zero_grad(set_to_none=True)
         for i, b in enumerate(batches):
+            bar.update(1)
             with autocast(cfg, model):
                 logp = completion_logprobs(model, b)
             old = old_logps[i] if old_logps else logp.detach()
@@ -180,6 +85,7 @@ def update(model: Any, reference: Any, rows: list[Row], optimizer: torch.optim.O
         if not torch.isfinite(grad_norm):
             raise non_finite(cfg, step, "gradient norm", float(grad_norm))
         optimizer.step()
+    bar.close()
     seconds = time.perf_counter() - start
     n_tokens = sum(b.n_tokens for b in batches)
     e = cfg.ppo_epochs
@@ -187,14 +93,6 @@ def update(model: Any, reference: Any, rows: list[Row], optimizer: torch.optim.O
             "loss/clip_frac": tot["clip_tokens"] / max(n_tokens * e, 1), "grad/norm": float(grad_norm),
             "update/tokens": float(n_tokens), "update/tokens_per_s": n_tokens * e / max(seconds, 1e-9),
             "update/skipped": 0.0}
-
-
-def reference_logprobs(model: Any, reference: Any, batch: Any) -> torch.Tensor:
-    """Log-probs under the frozen reference: a separate model, or the LoRA model with adapters disabled."""
-    if reference == "disable_adapter":
-        with model.disable_adapter():
-            return completion_logprobs(model, batch)
-    return completion_logprobs(reference, batch)
 
 
 def non_finite(cfg: TrainConfig, step: int, what: str, value: float) -> MemtrainError:
@@ -249,55 +147,8 @@ def load_policy(cfg: TrainConfig) -> tuple[Any, Any]:
     return model, tok
 
 
-def make_reference(cfg: TrainConfig, model: Any) -> Any:
-    """None when ``kl_coef == 0``; the LoRA base via adapter disabling; else a frozen copy of the policy."""
-    if cfg.loss.kl_coef == 0:
-        return None
-    if cfg.model.lora.enabled:
-        return "disable_adapter"
-    ref = copy.deepcopy(model).eval()
-    if cfg.gradient_checkpointing:
-        (getattr(ref, "activation_checkpointing_disable", None) or ref.gradient_checkpointing_disable)()
-    for p in ref.parameters():
-        p.requires_grad_(False)
-    return ref
-
-
-def make_engine(cfg: TrainConfig, model: Any, tok: Any) -> Any:
-    if cfg.rollout.engine == "hf":
-        return HFEngine(model, tok, batch_size=cfg.rollout.engine_batch_size)
-    from memtrain.agent.vllm_engine import VLLMEngine  # raises a MemtrainError when vllm is missing
-
-    if cfg.model.lora.enabled:
-        raise MemtrainError("rollout.engine: vllm with model.lora.enabled is not supported yet; "
-                            "train full weights or use rollout.engine: hf")
-    return VLLMEngine(cfg.model.init_from or cfg.model.name, tokenizer=tok,
-                      gpu_memory_utilization=cfg.rollout.gpu_memory_utilization)
-
-
-def sync_engine(engine: Any, model: Any) -> None:
-    """Push updated weights into an engine that holds its own copy (vLLM); HFEngine shares the model."""
-    if isinstance(engine, HFEngine):
-        return
-    engine.load_weights((n, p.detach()) for n, p in model.state_dict().items())
-
-
 def peak_rss_gib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**20  # Linux reports KiB
-
-
-# ------------------------------------------------------------------------------------------- eval
-
-
-def evaluate_held_out(engine: Any, tasks: list[MemTask], cfg: TrainConfig, model: Any) -> dict[str, float]:
-    """Greedy proxy rewards on held-out tasks: one trajectory and one IMR answer per task, fixed IMR picks."""
-    model.eval()
-    rc = dataclasses.replace(cfg.rollout, g1=1, g2=1, temperature=0.0)
-    with autocast(cfg, model):
-        r = collect(engine, tasks[: cfg.eval_docs], cfg.agent, rc, rng=random.Random(cfg.seed), seed=cfg.seed)
-    keys = ("reward/e2e_em", "reward/imr_em", "reward/coupled", "reward/no_boxed_final",
-            "reward/no_boxed_imr")
-    return {k.split("/")[1]: r.metrics[k] for k in keys}
 
 
 # ------------------------------------------------------------------------------------------- outputs
@@ -310,6 +161,7 @@ class MetricsLog:
         self.path = out / "metrics.jsonl"
         self.f = self._reopen(self.path, resume_step)
         self.samples = self._reopen(out / "samples.jsonl", resume_step)
+        self.held_out = self._reopen(out / "held_out.jsonl", resume_step)
         self.tb = None
         if cfg.log.tensorboard:
             from torch.utils.tensorboard import SummaryWriter
@@ -331,9 +183,18 @@ class MetricsLog:
         return open(path, "a", encoding="utf-8")
 
     def write_samples(self, step: int, rows: list[dict[str, Any]]) -> None:
+        """What the policy wrote this step (samples.jsonl)."""
+        self._rows(self.samples, step, rows)
+
+    def write_held_out(self, step: int, rows: list[dict[str, Any]]) -> None:
+        """The held-out evaluation's per-task rows (held_out.jsonl): answers, IMR probes, rewards."""
+        self._rows(self.held_out, step, rows)
+
+    @staticmethod
+    def _rows(f: Any, step: int, rows: list[dict[str, Any]]) -> None:
         for row in rows:
-            self.samples.write(json.dumps({"step": step, **row}, ensure_ascii=False) + "\n")
-        self.samples.flush()
+            f.write(json.dumps({"step": step, **row}, ensure_ascii=False) + "\n")
+        f.flush()
 
     def write(self, step: int, metrics: dict[str, float]) -> None:
         row = {"step": step, **{k: float(v) for k, v in metrics.items()}}
@@ -349,6 +210,7 @@ class MetricsLog:
     def close(self) -> None:
         self.f.close()
         self.samples.close()
+        self.held_out.close()
         if self.tb is not None:
             self.tb.close()
         if self.wandb is not None:
@@ -386,12 +248,16 @@ def plot_rewards(metrics_path: Path, png: Path) -> None:
 
     rows = read_jsonl_tolerant(metrics_path)
     fig, axes = plt.subplots(1, 2, figsize=(11, 4))
-    curves = (("reward/coupled", "coupled R^E"), ("reward/e2e_em", "E2E EM"), ("reward/imr_em", "IMR EM"))
-    for key, label in curves:
+
+    def curves(prefix: str) -> list[tuple[str, str]]:  # the reward keys a run logged, named for the reward
+        keys = sorted({k for r in rows for k in r if k.startswith(prefix)})
+        return [(k, k.split("/", 1)[1]) for k in keys if "no_boxed" not in k]
+
+    for key, label in curves("reward/"):
         pts = [(r["step"], r[key]) for r in rows if key in r]
         if pts:
             axes[0].plot(*zip(*pts, strict=True), marker=".", label=label)
-    for key, label in (("eval/coupled", "coupled"), ("eval/e2e_em", "E2E EM"), ("eval/imr_em", "IMR EM")):
+    for key, label in curves("eval/"):
         pts = [(r["step"], r[key]) for r in rows if key in r]
         if pts:
             axes[1].plot(*zip(*pts, strict=True), marker="o", label=label)

@@ -45,7 +45,7 @@ import random
 import re
 from collections import Counter, defaultdict
 from collections.abc import Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from memtrain.errors import MemtrainError
@@ -67,7 +67,7 @@ LINK_LABEL = "LINK"
 
 @dataclass
 class E2EConfig:
-    """How one E2E task is built. Defaults are the paper's; ``PRESETS["cpu"]`` is the CPU-scale setting."""
+    """How one E2E task is built. Defaults are the paper's; configs/data/cpu.yaml is CPU scale."""
 
     n_related: int = field(
         default=29, metadata={"help": "BM25-related passages added to the pivot (paper: 29)"}
@@ -113,24 +113,6 @@ class E2EConfig:
             raise MemtrainError(
                 f"E2EConfig.mask_scope must be 'document' or 'pivot', got {self.mask_scope!r}"
             )
-
-
-PRESETS: dict[str, E2EConfig] = {
-    "paper": E2EConfig(),
-    # ~1.5K-token documents: 4 steps of a 135M model on 2 cores take seconds, not hours. Beyond the paper,
-    # to give the embedded 135M model a chance (DESIGN §7): the answer is a short entity (<= 3 words)
-    # mentioned >= 3 times. `mask_scope="pivot"` makes it easier still (used by the learning check).
-    "cpu": E2EConfig(n_related=5, n_random=6, chunk_tokens=384, max_chunks=4, min_answer_chars=3,
-                     min_mentions=3, max_answer_words=3),
-}
-
-
-def preset(name: str, **overrides: Any) -> E2EConfig:
-    if name not in PRESETS:
-        raise MemtrainError(f"unknown preset {name!r}; choose one of {sorted(PRESETS)}")
-    cfg = replace(PRESETS[name], **overrides)
-    cfg.validate()
-    return cfg
 
 
 @dataclass(frozen=True)

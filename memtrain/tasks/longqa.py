@@ -33,12 +33,13 @@ import json
 import logging
 import random
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
+from memtrain.config import option
 from memtrain.errors import MemtrainError
-from memtrain.records import MemTask
+from memtrain.records import Doc, MemTask, QAItem
 from memtrain.tasks.chunking import chunk_text, count_tokens
 
 log = logging.getLogger(__name__)
@@ -52,50 +53,23 @@ DEFAULT_PATHS: dict[str, str] = {
 }
 
 
-@dataclass(frozen=True)
-class Doc:
-    """One document of a long context; ``key`` identifies it for deduplication and leakage checks."""
-
-    key: str
-    title: str
-    text: str
-
-
-@dataclass
-class QAItem:
-    """A question with its gold documents and every document its source record ships with.
-
-    ``context_keys`` are the keys of all documents of the source record (gold and the record's own
-    distractors): none of them may be used as a distractor for this question.
-    """
-
-    qid: str
-    question: str
-    answers: list[str]
-    gold: list[Doc]
-    context_keys: set[str] = field(default_factory=set)
-    source: str = ""
-
-
 @dataclass
 class LongQAConfig:
-    """How to build long-document QA tasks."""
+    """How to build long-document QA tasks (``memtrain data build kind=longqa``)."""
 
-    source: Source = field(default="hotpotqa", metadata={"help": "hotpotqa | squad | narrativeqa"})
-    path: str | None = field(
-        default=None, metadata={"help": "data file; default: the ../shared/data copy (relative to CWD)"}
-    )
-    n_docs: list[int] = field(
-        default_factory=lambda: [10, 20, 50],
-        metadata={"help": "documents per context, gold included (one task set per value)"},
-    )
-    num_questions: int = field(default=20, metadata={"help": "questions per context length (0 = all)"})
-    chunk_tokens: int = field(default=512, metadata={"help": "tokens per chunk given to the memory agent"})
-    seed: int = field(default=0, metadata={"help": "seed: questions, distractors, gold positions"})
-    eval_fraction: float | None = field(
-        default=None,
-        metadata={"help": "if set, keep only the evaluation side of split_questions(eval_fraction, seed)"},
-    )
+    source: Source = option("hotpotqa | squad | narrativeqa", "hotpotqa")
+    path: str | None = option("data file; default: the ../shared/data copy (relative to CWD)", None)
+    n_docs: list[int] = option("documents per context, gold included (one set of tasks per value)",
+                               [10, 20, 50])
+    num_questions: int = option("questions per context length (0 = all of the split)", 20)
+    chunk_tokens: int = option("tokens per chunk given to the memory agent", 512)
+    seed: int = option("seed: question sample, distractors, gold positions", 0)
+    split: Literal["all", "train", "eval"] = option(
+        "which questions: all, or one side of split_questions(eval_fraction, split_seed); the train side "
+        "never uses an eval question's paragraph, even as a distractor", "all")
+    eval_fraction: float = option("share of questions on the eval side of the split", 0.2)
+    split_seed: int = option("seed of the train/eval split; keep it fixed across runs so the eval questions "
+                             "never enter training", 0)
 
     def validate(self) -> None:
         if not self.n_docs or any(n <= 0 for n in self.n_docs):
@@ -104,7 +78,7 @@ class LongQAConfig:
             raise MemtrainError(f"LongQAConfig.num_questions must be >= 0, got {self.num_questions}")
         if self.chunk_tokens <= 0:
             raise MemtrainError(f"LongQAConfig.chunk_tokens must be positive, got {self.chunk_tokens}")
-        if self.eval_fraction is not None and not 0 < self.eval_fraction < 1:
+        if not 0 < self.eval_fraction < 1:
             raise MemtrainError(f"LongQAConfig.eval_fraction must be in (0, 1), got {self.eval_fraction}")
 
     def data_path(self) -> Path:
@@ -287,7 +261,7 @@ def compose(item: QAItem, distractors: Sequence[Doc], n_docs: int, seed: int) ->
     if n_docs - n_gold > len(distractors):
         raise MemtrainError(
             f"n_docs={n_docs} needs {n_docs - n_gold} distractors but only {len(distractors)} documents are "
-            f"available for question {item.qid}; use a smaller --n-docs or a larger data file"
+            f"available for question {item.qid}; use smaller longqa.n_docs or a larger data file"
         )
     docs = list(distractors[: n_docs - n_gold])
     rng = random.Random(f"{seed}|{item.qid}|{n_docs}")
@@ -360,14 +334,18 @@ def build_longqa_tasks(
 
 
 def build_from_config(cfg: LongQAConfig, tokenizer: Any, progress: bool = False) -> list[MemTask]:
-    """Load ``cfg.source``, select questions (eval side of the split if ``eval_fraction`` is set), build."""
+    """Load ``cfg.source``, keep the configured side of the split, sample questions, build every length."""
     cfg.validate()
     items, pool = load_source(cfg.source, cfg.data_path())
-    if cfg.eval_fraction is not None:
-        items = split_questions(items, eval_fraction=cfg.eval_fraction, seed=cfg.seed).eval
+    exclude: frozenset[str] | set[str] = frozenset()
+    if cfg.split != "all":
+        split = split_questions(items, eval_fraction=cfg.eval_fraction, seed=cfg.split_seed)
+        items = split.train if cfg.split == "train" else split.eval
+        if cfg.split == "train":
+            exclude = split.eval_keys
     chosen = select_questions(items, cfg.num_questions, cfg.seed)
     return build_longqa_tasks(chosen, pool, cfg.n_docs, tokenizer, cfg.chunk_tokens, cfg.seed,
-                              progress=progress)
+                              exclude=exclude, progress=progress)
 
 
 # ------------------------------------------------------------------------------------- splits & leakage

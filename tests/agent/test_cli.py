@@ -6,9 +6,9 @@ import json
 
 import pytest
 
-from memtrain.agent.cli import read_document
 from memtrain.cli import main
 from memtrain.errors import MemtrainError
+from memtrain.recipes.agent_run import read_document
 
 TEXT = "The river Orne flows through Caen before reaching the sea. Marie Curie was born in Warsaw. " * 6
 
@@ -17,14 +17,13 @@ def run_tiny(tmp_path, question: str, memory: int, answer: int, *extra: str) -> 
     """``memtrain agent run`` on the tiny model over TEXT, chunked into 40-token pieces."""
     doc = tmp_path / "doc.txt"
     doc.write_text(TEXT, encoding="utf-8")
-    return main(["agent", "run", "--doc", str(doc), "--question", question, "--model", "tiny",
-                 "--chunk-tokens", "40", "--memory-tokens", str(memory), "--answer-tokens", str(answer),
-                 *extra])
+    return main(["agent", "run", f"doc={doc}", f"question={question}", "model=tiny", "agent.chunk_tokens=40",
+                 f"agent.memory_tokens={memory}", f"agent.answer_tokens={answer}", *extra])
 
 
 def test_agent_run_prints_memories_and_answer(tmp_path, capsys):
     trace = tmp_path / "trace.jsonl"
-    assert run_tiny(tmp_path, "Where was Curie born?", 8, 6, "--trace", str(trace)) == 0
+    assert run_tiny(tmp_path, "Where was Curie born?", 8, 6, f"trace={trace}") == 0
     out = capsys.readouterr().out
     rows = [json.loads(line) for line in trace.read_text().splitlines()]
     n_updates = sum(r["kind"] == "update" for r in rows)
@@ -37,8 +36,8 @@ def test_agent_run_prints_memories_and_answer(tmp_path, capsys):
     assert f"{n_updates} chunk(s)" in out
 
 
-def test_max_chunks_flag(tmp_path, capsys):
-    assert run_tiny(tmp_path, "q?", 4, 4, "--max-chunks", "1") == 0
+def test_max_chunks_setting(tmp_path, capsys):
+    assert run_tiny(tmp_path, "q?", 4, 4, "agent.max_chunks=1") == 0
     out = capsys.readouterr().out
     assert out.count("=== memory after chunk") == 1 and "reading the first 1" in out
 
@@ -49,14 +48,14 @@ def test_max_chunks_flag(tmp_path, capsys):
         (None, "q?", "does not exist"),
         (b"   \n\n ", "q?", "is empty"),
         (b"caf\xe9 au lait", "q?", "not UTF-8"),
-        (b"some text", "  ", "--question is empty"),
+        (b"some text", "  ", "question=... is required (and not empty)"),
     ],
 )
 def test_bad_inputs_exit_2_with_a_message(tmp_path, capsys, content, question, message):
     doc = tmp_path / "input.txt"
     if content is not None:
         doc.write_bytes(content)
-    code = main(["agent", "run", "--doc", str(doc), "--question", question, "--model", "tiny"])
+    code = main(["agent", "run", f"doc={doc}", f"question={question}", "model=tiny"])
     err = capsys.readouterr().err
     assert code == 2
     assert message in err and "Traceback" not in err
@@ -75,16 +74,16 @@ def test_read_document_names_the_file(tmp_path):
 
 
 def test_unknown_engine_and_missing_base_url(tmp_path, capsys):
-    from memtrain.agent.engines import build_engine
+    from memtrain.agent.engines import EngineConfig, build_engine
 
-    with pytest.raises(MemtrainError, match="unknown engine"):
-        build_engine("tgi", "x")
-    with pytest.raises(MemtrainError, match="--base-url"):
-        build_engine("openai", "x")
+    with pytest.raises(MemtrainError, match="base_url"):
+        build_engine(EngineConfig(kind="openai"), "x")
     doc = tmp_path / "d.txt"
     doc.write_text("text", encoding="utf-8")
-    assert main(["agent", "run", "--doc", str(doc), "--question", "q", "--engine", "openai"]) == 2
-    assert "--base-url" in capsys.readouterr().err
+    assert main(["agent", "run", f"doc={doc}", "question=q", "engine.kind=tgi"]) == 2
+    assert "engine.kind: must be one of ('hf', 'openai', 'vllm')" in capsys.readouterr().err
+    assert main(["agent", "run", f"doc={doc}", "question=q", "engine.kind=openai"]) == 2
+    assert "engine.base_url=" in capsys.readouterr().err
 
 
 def test_vllm_missing_gives_clear_error():

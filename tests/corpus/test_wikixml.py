@@ -228,17 +228,26 @@ def test_stopping_early_stops_the_reader_thread(gensim_dump):
     assert threading.active_count() == before
 
 
+def _oracle():
+    """The mwparserfromhell oracle's passage reader (tests/corpus/mwp_oracle.py); skips without it."""
+    pytest.importorskip("mwparserfromhell")
+    from mwp_oracle import oracle_passages
+
+    return oracle_passages
+
+
 @pytest.fixture(scope="module")
-def embedded_mwp():
+def embedded_mwp(gensim_dump):
+    oracle_passages = _oracle()
     stats = CorpusStats()
-    return list(iter_passages("embedded", entities="links", stats=stats, parser="mwparserfromhell")), stats
+    return oracle_passages("embedded", entities="links", stats=stats), stats
 
 
 def _link_keys(passages, titles):
     return {e.key for p in passages if p.title in titles for e in p.entities if e.label == "LINK"}
 
 
-def test_embedded_dump_mwparserfromhell_backend_agrees_with_fast(gensim_dump, embedded, embedded_mwp):
+def test_embedded_dump_mwparserfromhell_oracle_agrees_with_fast(gensim_dump, embedded, embedded_mwp):
     fast, fast_stats = embedded
     mwp, mwp_stats = embedded_mwp
     assert mwp_stats.pages == fast_stats.pages and len(mwp) > 1000
@@ -256,13 +265,9 @@ def test_embedded_dump_mwparserfromhell_backend_agrees_with_fast(gensim_dump, em
     assert same >= 15  # measured 18 of 20
 
 
-def test_unknown_parser_fails_before_reading(make_dump):
-    with pytest.raises(MemtrainError, match="unknown wikitext parser 'regex'.*fast, mwparserfromhell"):
-        iter_passages(str(make_dump()), parser="regex")
-
-
-def test_hand_written_dump_reads_the_same_with_both_parsers(make_dump):
+def test_hand_written_dump_reads_the_same_with_the_oracle(make_dump):
+    oracle_passages = _oracle()
     path = make_dump()
     fast, _ = _read(path)
-    mwp, _ = _read(path, parser="mwparserfromhell")
+    mwp = oracle_passages(str(path), stats=CorpusStats(), min_passage_words=1)
     assert [p.to_dict() for p in mwp] == [p.to_dict() for p in fast]

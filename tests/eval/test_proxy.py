@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import random
 
-from memtrain.agent.engine import Completion, Sampling
 from memtrain.agent.loop import AgentConfig
-from memtrain.eval.proxy import evaluate_proxy, imr_prompt, pick_imr
+from memtrain.eval.proxy import evaluate_proxy
 from memtrain.prompts import E2E_PROBLEM, TARGET
-from memtrain.records import ImrCandidate, MemTask
+from memtrain.records import Completion, ImrCandidate, MemTask
+from memtrain.tasks.imr import pick_probe
 
 CHUNKS = [
     "Alice Smith met the [MASK] delegation in spring.",
@@ -50,30 +50,14 @@ class ScriptedEngine:
         return out
 
 
-def test_pick_imr_respects_the_gap_and_is_deterministic():
-    assert pick_imr(1, IMR[:1], random.Random(0)) is None  # one chunk: no earlier chunk to recall
-    assert pick_imr(3, [[], [], []], random.Random(0)) is None
-    seen = set()
-    for s in range(60):
-        p = pick_imr(3, IMR, random.Random(s))
-        assert p is not None and 1 <= p.l and p.l + 1 <= p.k <= 3
-        assert p.candidate in IMR[p.l - 1]
-        seen.add((p.k, p.l))
-        q = pick_imr(3, IMR, random.Random(s))
-        assert (q.k, q.l, q.candidate) == (p.k, p.l, p.candidate)
-    assert seen == {(2, 1), (3, 1), (3, 2)}
-    for s in range(20):
-        p = pick_imr(3, IMR, random.Random(s), min_gap=2)
-        assert (p.k, p.l) == (3, 1)
-    assert {pick_imr(3, IMR, random.Random(s), min_gap=0).l for s in range(60)} == {1, 2}
-
-
 def test_imr_prompt_masks_the_entity_and_uses_memory_k():
-    p = pick_imr(3, IMR, random.Random(1), min_gap=2)
     memories = ["No previous memory", "m1", "m2 about the bridge", "m3"]
-    text = imr_prompt(e2e_task("t", "Paris"), memories, p)[-1]["content"]
-    assert TARGET in text and "Alice Smith" not in text and "Smith" not in text
-    assert memories[p.k] in text
+    for s in range(30):
+        p = pick_probe(e2e_task("t", "Paris"), memories, random.Random(s))
+        text = p.messages[-1]["content"]
+        assert TARGET in text and memories[p.k] in text and 1 <= p.l < p.k
+        hidden = "Smith" if p.l == 1 else "Carl Jones"
+        assert hidden not in text.split("<section>")[1]  # every form masked in the chunk
 
 
 def test_evaluate_proxy_scores_e2e_and_imr(tmp_path):
@@ -82,19 +66,49 @@ def test_evaluate_proxy_scores_e2e_and_imr(tmp_path):
     engine = ScriptedEngine()
     cfg = AgentConfig(chunk_tokens=64, memory_tokens=16, answer_tokens=16)
 
-    m = evaluate_proxy(engine, tasks, cfg, Sampling(), tmp_path, seed=0, batch_size=3, progress=False)
+    m = evaluate_proxy(engine, tasks, cfg, tmp_path, seed=0, batch_size=3, progress=False)
     assert m["n"] == 4 and m["e2e_accuracy"] == 0.75  # strict EM: "paris." normalises to "paris"
     assert m["n_imr"] == 3 and m["n_no_probe"] == 1  # the 1-chunk task has no earlier chunk
     assert m["imr_accuracy"] == 1.0 and m["imr_no_boxed"] == 0.0
     assert sum(TARGET in p for p in engine.prompts) == 3
     n_calls = len(engine.prompts)
-    again = evaluate_proxy(engine, tasks, cfg, Sampling(), tmp_path, seed=0, batch_size=3, progress=False)
+    again = evaluate_proxy(engine, tasks, cfg, tmp_path, seed=0, batch_size=3, progress=False)
     assert len(engine.prompts) == n_calls and again["imr_accuracy"] == 1.0  # resumed: nothing re-run
 
 
-def test_evaluate_proxy_on_tiny_model(tiny_engine, greedy, tmp_path):
+def test_training_held_out_eval_and_memtrain_eval_draw_the_same_probes(tmp_path):
+    """One IMR rule: the probes of the step-0 held-out eval equal those of `memtrain eval` (same seed)."""
+    import json
+
+    from helpers import make_tasks, write_taskset
+
+    from memtrain.cli import main
+
+    held = write_taskset(tmp_path / "held", make_tasks(4))
+    train_set = write_taskset(tmp_path / "train", make_tasks(3))
+    run = tmp_path / "run"
+    assert main(["train", "cpu_memtrain", "model.name=tiny", f"data.tasks_dir={train_set}",
+                 f"data.eval_tasks_dir={held}", "steps=1", "batch_size=1", "eval_docs=4", "seed=3",
+                 "agent.memory_tokens=6", "agent.answer_tokens=4", "log.progress=false",
+                 "log.tensorboard=false", "gradient_checkpointing=false", f"out_dir={run}"]) == 0
+    rows = [json.loads(x) for x in (run / "held_out.jsonl").read_text().splitlines()]
+    step0 = [r for r in rows if r["step"] == 0]
+    train_probes = {(r["id"], r["imr"]["k"], r["imr"]["l"], r["imr"]["answer"]) for r in step0}
+    assert len(train_probes) == 4 and len({p[1:] for p in train_probes}) > 1  # not one fixed probe
+    out = tmp_path / "ev"
+    assert main(["eval", "model=tiny", f"tasks_dir={held}", f"out={out}", "seed=3", "agent.memory_tokens=6",
+                 "agent.answer_tokens=4", "agent.answer_mode=lenient", "reward=sub_em",
+                 "progress=false"]) == 0
+    ev = [json.loads(x) for x in (out / "proxy_results.jsonl").read_text().splitlines()]
+    assert {(r["id"], r["imr"]["k"], r["imr"]["l"], r["imr"]["answer"]) for r in ev} == train_probes
+    # same greedy answers too, and the reward named for what was scored
+    assert {r["id"]: r["response"] for r in ev} == {r["id"]: r["response"] for r in step0}
+    assert "e2e_sub_em" in json.loads((out / "metrics.json").read_text())
+
+
+def test_evaluate_proxy_on_tiny_model(tiny_engine, tmp_path):
     tasks = [e2e_task("a", "Paris"), e2e_task("b", "Rome", 2)]
     cfg = AgentConfig(chunk_tokens=64, memory_tokens=6, answer_tokens=6)
-    m = evaluate_proxy(tiny_engine, tasks, cfg, greedy, tmp_path, progress=False)
+    m = evaluate_proxy(tiny_engine, tasks, cfg, tmp_path, progress=False)
     assert m["n"] == 2 and m["n_imr"] == 2 and 0 <= m["imr_accuracy"] <= 1
     assert (tmp_path / "proxy_results.jsonl").is_file() and (tmp_path / "metrics.json").is_file()

@@ -8,7 +8,7 @@ deterministic given the sampled tokens and varies within groups.
 from __future__ import annotations
 
 import pytest
-from rl_helpers import make_tasks
+from helpers import make_tasks
 
 from memtrain.records import MemTask
 

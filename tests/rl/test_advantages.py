@@ -3,11 +3,8 @@ import random
 import pytest
 import torch
 
-from memtrain.agent.engine import Completion
-from memtrain.agent.loop import Trajectory, Turn
-from memtrain.records import ImrCandidate, MemTask
+from memtrain.records import Completion, ImrCandidate, ImrProbe, MemTask, Rollouts, Trajectory, Turn
 from memtrain.rl.advantages import broadcast, group_advantages, informative_groups
-from memtrain.rl.rollout import ImrQuestion, Rollouts
 from memtrain.rl.rows import build_rows
 
 
@@ -44,8 +41,8 @@ def test_build_rows_broadcast_and_imr_groups_hand_computed():
     # document 0: G1 = 2 trajectories with coupled rewards 1.25 and 0.25 -> advantages +0.5 / -0.5
     # document 1: both rewards 0 -> dropped by DAPO
     trajs = [_traj(3, 1), _traj(3, 2), _traj(3, 3), _traj(3, 4)]
-    q0 = ImrQuestion(3, 1, ImrCandidate("x", ["x"]), [], [_comp(1, 5), _comp(1, 6)], [1.0, 0.0])
-    q1 = ImrQuestion(2, 1, ImrCandidate("x", ["x"]), [], [_comp(1, 7), _comp(1, 8)], [1.0, 1.0])
+    q0 = ImrProbe(3, 1, ImrCandidate("x", ["x"]), [], [_comp(1, 5), _comp(1, 6)], [1.0, 0.0])
+    q1 = ImrProbe(2, 1, ImrCandidate("x", ["x"]), [], [_comp(1, 7), _comp(1, 8)], [1.0, 1.0])
     r = Rollouts(tasks=[task, flat], g1=2, trajectories=trajs, doc_of=[0, 0, 1, 1],
                  answer_rewards=[1.0, 0.0, 0.0, 0.0], imr=[q0, q1, None, None],
                  rewards=[1.25, 0.25, 0.0, 0.0],

@@ -37,12 +37,12 @@ def test_aggregation_per_conversation_vs_token_mean():
     v = torch.tensor([[1.0, 2.0, 3.0, 0.0], [10.0, 0.0, 0.0, 0.0]])
     m = torch.tensor([[1.0, 1.0, 1.0, 0.0], [1.0, 0.0, 0.0, 0.0]])
     # per conversation: (mean(1,2,3) + mean(10)) / 2 = (2 + 10) / 2 = 6
-    assert aggregate(v, m, "conversation_mean").item() == 6.0
+    assert aggregate(v, m, "seq-mean-token-mean").item() == 6.0
     # token mean: (1+2+3+10) / 4 = 4
-    assert aggregate(v, m, "token_mean").item() == 4.0
+    assert aggregate(v, m, "token-mean").item() == 4.0
     # normalising by a larger batch's counts (micro-batching)
-    assert aggregate(v, m, "conversation_mean", n_norm=4).item() == 3.0
-    assert aggregate(v, m, "token_mean", n_norm=8).item() == 2.0
+    assert aggregate(v, m, "seq-mean-token-mean", n_norm=4).item() == 3.0
+    assert aggregate(v, m, "token-mean", n_norm=8).item() == 2.0
 
 
 def test_policy_loss_combines_surrogate_and_kl():

@@ -3,16 +3,17 @@ import json
 
 import pytest
 import torch
-from rl_helpers import tiny_config, write_config
+from helpers import tiny_config, write_config
 
 from memtrain.cli import main
-from memtrain.config import from_dict
+from memtrain.config import from_dict, load_config, preset_names
 from memtrain.errors import MemtrainError
+from memtrain.recipes.train import train
+from memtrain.records import Row
 from memtrain.rl import checkpoint as ckpt
 from memtrain.rl import trainer
-from memtrain.rl.cli import load_train_config
 from memtrain.rl.config import TrainConfig
-from memtrain.rl.rows import Row
+from memtrain.rl.reference import ReferencePolicy
 
 
 def _rows(n: int = 6) -> list[Row]:
@@ -25,7 +26,7 @@ def _rows(n: int = 6) -> list[Row]:
     return rows
 
 
-@pytest.mark.parametrize("agg", ["conversation_mean", "token_mean"])
+@pytest.mark.parametrize("agg", ["seq-mean-token-mean", "token-mean"])
 def test_gradient_accumulation_equals_full_batch(tiny, tmp_path, agg):
     model, tok = tiny
     grads = []
@@ -39,7 +40,7 @@ def test_gradient_accumulation_equals_full_batch(tiny, tmp_path, agg):
         m = copy.deepcopy(model).train()
         opt = torch.optim.SGD(m.parameters(), lr=0.0)
         cfg.optim.grad_clip = 0.0
-        trainer.update(m, ref, _rows(), opt, cfg, step=1, pad_id=tok.pad_token_id)
+        trainer.update(m, ReferencePolicy(ref), _rows(), opt, cfg, step=1, pad_id=tok.pad_token_id)
         grads.append({n: p.grad.clone() for n, p in m.named_parameters()})
     for name, g in grads[0].items():
         # fp32 summation order differs between micro-batchings: equal up to rounding (~1e-6 here)
@@ -56,7 +57,7 @@ def _params(folder):
 
 def test_resume_gives_identical_continuation(tmp_path, parity_reward, monkeypatch):
     full = from_dict(TrainConfig, tiny_config(tmp_path / "a"))
-    trainer.train(full)
+    train(full)
 
     cfg = from_dict(TrainConfig, tiny_config(tmp_path / "b"))
     real_save = ckpt.save_checkpoint
@@ -69,10 +70,10 @@ def test_resume_gives_identical_continuation(tmp_path, parity_reward, monkeypatc
 
     monkeypatch.setattr(ckpt, "save_checkpoint", save_then_die)
     with pytest.raises(KeyboardInterrupt):
-        trainer.train(cfg)
+        train(cfg)
     monkeypatch.setattr(ckpt, "save_checkpoint", real_save)
     assert ckpt.latest_checkpoint(cfg.out_dir).name == "checkpoint-1"
-    trainer.train(cfg)  # resumes from checkpoint-1 and runs steps 2 and 3
+    train(cfg)  # resumes from checkpoint-1 and runs steps 2 and 3
 
     a, b = _params(tmp_path / "a" / "run" / "final"), _params(tmp_path / "b" / "run" / "final")
     assert a.keys() == b.keys()
@@ -111,7 +112,7 @@ def test_nan_guard_stops_and_keeps_last_good_checkpoint(tmp_path, parity_reward,
     monkeypatch.setattr(ckpt, "save_checkpoint", save)
     before = None
     with pytest.raises(MemtrainError, match=r"step 2: non-finite loss") as e:
-        trainer.train(cfg)
+        train(cfg)
     assert "checkpoint-1" in str(e.value)
     last = ckpt.latest_checkpoint(cfg.out_dir)
     assert last.name == "checkpoint-1"
@@ -128,26 +129,33 @@ def test_config_errors_name_the_field(tmp_path):
         from_dict(TrainConfig, tiny_config(tmp_path, steps="ten"))
     with pytest.raises(MemtrainError, match=r"TrainConfig\.loss\.agg: must be one of"):
         from_dict(TrainConfig, tiny_config(tmp_path, **{"loss.agg": "sum"}))
-    with pytest.raises(MemtrainError, match=r"--set"):
-        load_train_config(str(write_config(tmp_path)), ["rollout.g1"])
-    cfg = load_train_config(str(write_config(tmp_path)), ["rollout.g1=5", "loss.kl_coef=0"], steps=9)
-    assert cfg.rollout.g1 == 5 and cfg.loss.kl_coef == 0.0 and cfg.steps == 9
+    with pytest.raises(MemtrainError, match=r"expected KEY=VALUE"):
+        load_config(TrainConfig, "train", str(write_config(tmp_path)), ["rollout.g1"])
+    cfg = load_config(TrainConfig, "train", str(write_config(tmp_path)),
+                      ["rollout.g1=5", "loss.kl_coef=0", "steps=9", "optim.lr=1e-5"])
+    assert cfg.rollout.g1 == 5 and cfg.loss.kl_coef == 0.0 and cfg.steps == 9 and cfg.optim.lr == 1e-5
 
 
-def test_packaged_presets_are_valid():
-    from memtrain.rl.cli import preset_names
-
-    names = preset_names()
+def test_packaged_presets_are_valid_and_paper_values_pinned():
+    names = preset_names("train")
     wanted = {"cpu_memtrain", "cpu_task_hotpotqa", "paper_memtrain_qwen3_4b", "paper_memtrain_qwen25_7b"}
     assert wanted <= set(names)
     for name in names:
-        cfg = load_train_config(name)
-        assert cfg.steps > 0
+        cfg = load_config(TrainConfig, "train", name)
+        assert cfg.agent.chunk_tokens is None and cfg.agent.max_chunks is None  # from the task set
+        assert cfg.model.dtype == "fp32"  # fp32 master weights: a bf16 AdamW step of 1e-6 rounds away
+    for name in ("paper_memtrain_qwen3_4b", "paper_memtrain_qwen25_7b"):
+        c = load_config(TrainConfig, "train", name)
+        assert (c.rollout.g1, c.rollout.g2, c.rollout.lambda_imr, c.rollout.imr) == (8, 8, 0.5, True)
+        assert (c.optim.lr, c.loss.kl_coef, c.batch_size, c.steps) == (1e-6, 1e-3, 32, 300)
+        assert (c.loss.eps_low, c.loss.eps_high, c.loss.adv_scale, c.loss.agg) == (
+            0.2, 0.28, "none", "seq-mean-token-mean")
+        assert (c.agent.memory_tokens, c.engine.kind, c.rollout.reward) == (1024, "vllm", "strict_em")
 
 
 def test_cli_train_runs_one_step(tmp_path, parity_reward):
     path = write_config(tmp_path, **{"loss.kl_coef": 0.0})
-    assert main(["train", str(path), "--steps", "1", "--out", str(tmp_path / "cli")]) == 0
+    assert main(["train", str(path), "steps=1", f"out_dir={tmp_path / 'cli'}"]) == 0
     out = tmp_path / "cli"
     assert (out / "checkpoint-1" / ckpt.STATE_FILE).is_file()
     rows = [json.loads(x) for x in (out / "metrics.jsonl").read_text().splitlines()]

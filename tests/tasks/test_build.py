@@ -9,17 +9,20 @@ from pathlib import Path
 import pytest
 
 from memtrain.cli import main
+from memtrain.config import load_config
 from memtrain.errors import MemtrainError
 from memtrain.prompts import MASK, TARGET
-from memtrain.tasks.build import BuildConfig, FastTokenizer, build_dataset, load_tasks, resolve_tokenizer
-from memtrain.tasks.e2e import preset
+from memtrain.recipes.build_tasks import BuildConfig, build
+from memtrain.tasks.chunking import FastTokenizer, resolve_tokenizer
 from memtrain.tasks.masking import leaks, mask_entity
+from memtrain.tasks.taskset import load_tasks, read_manifest
 
-CPU = preset("cpu")
+CPU = load_config(BuildConfig, "data", "cpu").e2e
 
 
 def embedded_cfg(out: Path, **kw) -> BuildConfig:
-    base = dict(corpus="embedded", out=str(out), task=CPU, num_tasks=12, shard_size=5, limit_pages=12)
+    base = dict(corpus="embedded", out=str(out), e2e=CPU, num_tasks=12, shard_size=5, limit_pages=12,
+                progress=False)
     base.update(kw)
     return BuildConfig(**base)
 
@@ -52,7 +55,7 @@ def assert_valid_tasks(tasks, tokenizer, cfg) -> None:
 @pytest.fixture(scope="module")
 def embedded_build(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("emb")
-    build_dataset(embedded_cfg(out), progress=False)
+    build(embedded_cfg(out))
     return out
 
 
@@ -73,9 +76,9 @@ def test_embedded_dump_tasks_never_leak(embedded_build, tokenizer):
 
 def test_shared_wikipedia_jsonl_tasks_never_leak(shared_data, tmp_path, tokenizer):
     src = shared_data / "wikipedia" / "enwiki_vital_articles_lead_extracts-00.jsonl"
-    cfg = BuildConfig(corpus=str(src), out=str(tmp_path), task=CPU, num_tasks=16, shard_size=8,
-                      limit_pages=300, format="parquet")
-    stats = build_dataset(cfg, progress=False)
+    cfg = BuildConfig(corpus=str(src), out=str(tmp_path), e2e=CPU, num_tasks=16, shard_size=8,
+                      limit_pages=300, format="parquet", progress=False)
+    stats = build(cfg)
     tasks = load_tasks(tmp_path)
     assert len(tasks) == stats["documents"] == 16
     assert_valid_tasks(tasks, tokenizer, CPU)
@@ -83,9 +86,9 @@ def test_shared_wikipedia_jsonl_tasks_never_leak(shared_data, tmp_path, tokenize
 
 
 def test_same_seed_same_bytes_for_any_worker_count(embedded_build, tmp_path):
-    build_dataset(embedded_cfg(tmp_path / "w2", workers=2), progress=False)
+    build(embedded_cfg(tmp_path / "w2", workers=2))
     assert shard_bytes(tmp_path / "w2") == shard_bytes(embedded_build)
-    build_dataset(embedded_cfg(tmp_path / "s1", task=replace(CPU, seed=1)), progress=False)
+    build(embedded_cfg(tmp_path / "s1", e2e=replace(CPU, seed=1)))
     assert shard_bytes(tmp_path / "s1") != shard_bytes(embedded_build)
 
 
@@ -98,8 +101,8 @@ def test_same_bytes_across_processes_with_different_hash_seeds(tmp_path):
     outs = []
     for hash_seed in ("1", "2"):
         out = tmp_path / f"h{hash_seed}"
-        cmd = [sys.executable, "-m", "memtrain.cli", "data", "build", "--corpus", "embedded",
-               "--out", str(out), "--num-tasks", "40", "--no-progress"]
+        cmd = [sys.executable, "-m", "memtrain.cli", "data", "build", "cpu", f"out={out}", "num_tasks=40",
+               "progress=false"]
         env = {**os.environ, "PYTHONHASHSEED": hash_seed}
         assert subprocess.run(cmd, env=env, capture_output=True, text=True).returncode == 0
         outs.append(shard_bytes(out))
@@ -117,27 +120,27 @@ def test_resume_after_kill_and_after_deleting_a_shard(embedded_build, tmp_path):
         raise Killed(s)
 
     with pytest.raises(Killed):
-        build_dataset(embedded_cfg(out), progress=False, after_shard=kill_after_first)
+        build(embedded_cfg(out), after_shard=kill_after_first)
     assert sorted(p.name for p in out.glob("shard-*")) == ["shard-00000.jsonl"]
     first = out / "shard-00000.jsonl"
     mtime = first.stat().st_mtime_ns
-    stats = build_dataset(embedded_cfg(out), progress=False)
+    stats = build(embedded_cfg(out))
     assert stats["timings"]["shards_resumed"] == 1 and stats["timings"]["shards_built"] == 2
     assert first.stat().st_mtime_ns == mtime  # finished work untouched
     assert shard_bytes(out) == shard_bytes(embedded_build)
 
     (out / "shard-00001.jsonl").unlink()
-    stats = build_dataset(embedded_cfg(out), progress=False)
+    stats = build(embedded_cfg(out))
     assert stats["timings"]["shards_built"] == 1 and stats["documents"] == 12
     assert shard_bytes(out) == shard_bytes(embedded_build)
 
 
 def test_other_config_in_same_folder_needs_overwrite(embedded_build, tmp_path):
     out = tmp_path / "o"
-    build_dataset(embedded_cfg(out, num_tasks=5), progress=False)
-    with pytest.raises(MemtrainError, match="different configuration"):
-        build_dataset(embedded_cfg(out), progress=False)
-    build_dataset(embedded_cfg(out), progress=False, overwrite=True)
+    build(embedded_cfg(out, num_tasks=5))
+    with pytest.raises(MemtrainError, match="another configuration"):
+        build(embedded_cfg(out))
+    build(embedded_cfg(out, overwrite=True))
     assert shard_bytes(out) == shard_bytes(embedded_build)
 
 
@@ -146,7 +149,7 @@ def test_build_module_does_not_import_torch():
     import subprocess
     import sys
 
-    code = "import sys, memtrain.tasks.build; print('torch' in sys.modules)"
+    code = "import sys, memtrain.recipes.build_tasks; print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True).stdout
     assert out.strip() == "False"
 
@@ -165,7 +168,7 @@ def test_fast_tokenizer_matches_hf_tokenizer(tokenizer):
 
 
 def run_cli(capsys, *argv: str) -> tuple[int, str]:
-    rc = main(["data", "build", "--no-progress", *argv])
+    rc = main(["data", "build", "progress=false", *argv])
     err = capsys.readouterr().err
     assert "Traceback" not in err
     return rc, err
@@ -173,23 +176,32 @@ def run_cli(capsys, *argv: str) -> tuple[int, str]:
 
 def test_cli_builds(tmp_path, capsys):
     out = tmp_path / "cli"
-    rc = main(["data", "build", "--corpus", "embedded", "--out", str(out), "--limit-pages", "5",
-               "--num-tasks", "4", "--shard-size", "2", "--no-progress"])
+    rc = main(["data", "build", "cpu", f"out={out}", "limit_pages=5", "num_tasks=4", "shard_size=2",
+               "progress=false"])
     assert rc == 0
-    assert "built 4 tasks" in capsys.readouterr().out
+    assert "built 4 e2e tasks" in capsys.readouterr().out
     assert len(load_tasks(out)) == 4
+    m = read_manifest(out)  # what train and eval check their settings against
+    assert (m.kind, m.chunk_tokens, m.max_chunks, m.tokenizer, m.complete, m.n_tasks) == \
+        ("e2e", CPU.chunk_tokens, CPU.max_chunks, "smollm2", True, 4)
+    assert m.sources and m.sources[0].path.endswith(".bz2") and len(m.sources[0].sha256) == 64
+    assert json.loads((out / "config.json").read_text())["e2e"]["chunk_tokens"] == CPU.chunk_tokens
+
+
+def test_default_build_reads_the_embedded_corpus():
+    cfg = BuildConfig()
+    assert (cfg.kind, cfg.corpus) == ("e2e", "embedded")
 
 
 def test_cli_nonexistent_tokenizer_path(tmp_path, capsys):
-    rc, err = run_cli(capsys, "--corpus", "embedded", "--out", str(tmp_path / "x"),
-                      "--tokenizer", str(tmp_path / "no" / "such" / "tokenizer"))
+    rc, err = run_cli(capsys, f"out={tmp_path / 'x'}", f"tokenizer={tmp_path / 'no' / 'such' / 'tokenizer'}")
     assert rc == 2 and "does not exist" in err
 
 
 def test_cli_empty_corpus(tmp_path, capsys):
     empty = tmp_path / "empty.jsonl"
     empty.write_text("")
-    rc, err = run_cli(capsys, "--corpus", str(empty), "--out", str(tmp_path / "x"))
+    rc, err = run_cli(capsys, f"corpus={empty}", f"out={tmp_path / 'x'}")
     assert rc == 2 and "empty.jsonl" in err
 
 
@@ -197,20 +209,19 @@ def test_cli_corpus_without_entities(tmp_path, capsys):
     src = tmp_path / "plain.jsonl"
     text = " ".join(["every word here is lower case and there is nothing to mask at all"] * 4)
     src.write_text("".join(json.dumps({"title": f"page {i}", "text": text}) + "\n" for i in range(5)))
-    rc, err = run_cli(capsys, "--corpus", str(src), "--out", str(tmp_path / "x"))
+    rc, err = run_cli(capsys, f"corpus={src}", f"out={tmp_path / 'x'}")
     assert rc == 2 and "no task could be built: 5 pivots dropped" in err
 
 
 def test_cli_entities_all_filtered_out(tmp_path, capsys):
     cfg = tmp_path / "cfg.yaml"
-    cfg.write_text("entity_labels: [NO_SUCH_LABEL]\n")
-    rc, err = run_cli(capsys, "--corpus", "embedded", "--out", str(tmp_path / "x"), "--limit-pages", "2",
-                      "--config", str(cfg))
+    cfg.write_text("base: cpu\ne2e: {entity_labels: [NO_SUCH_LABEL]}\n")
+    rc, err = run_cli(capsys, str(cfg), f"out={tmp_path / 'x'}", "limit_pages=2")
     assert rc == 2 and "no task could be built" in err and "no_entity" in err
 
 
 def test_cli_bad_config_field(tmp_path, capsys):
     cfg = tmp_path / "cfg.yaml"
-    cfg.write_text("n_relatd: 3\n")
-    rc, err = run_cli(capsys, "--corpus", "embedded", "--out", str(tmp_path / "x"), "--config", str(cfg))
+    cfg.write_text("e2e: {n_relatd: 3}\n")
+    rc, err = run_cli(capsys, str(cfg), f"out={tmp_path / 'x'}")
     assert rc == 2 and "n_related" in err

@@ -8,10 +8,12 @@ from dataclasses import replace
 
 import pytest
 
+from memtrain.config import load_config
 from memtrain.errors import MemtrainError
 from memtrain.prompts import E2E_PROBLEM, MASK, TARGET
+from memtrain.recipes.build_tasks import BuildConfig
 from memtrain.records import Entity, MemTask, Passage
-from memtrain.tasks.e2e import PRESETS, DropReason, E2EConfig, PassagePool, build_e2e_task, preset
+from memtrain.tasks.e2e import DropReason, E2EConfig, PassagePool, build_e2e_task
 from memtrain.tasks.masking import leaks, mask_entity
 
 FILLER = "This sentence adds some neutral filler words about nothing in particular for the reader."
@@ -42,15 +44,19 @@ def small_pool() -> list[Passage]:
     ]
 
 
+def preset(name: str, *overrides: str) -> E2EConfig:
+    return load_config(BuildConfig, "data", name, list(overrides)).e2e
+
+
 def test_presets_and_validation():
-    assert (PRESETS["paper"].n_related, PRESETS["paper"].n_random) == (29, 120)
-    assert (PRESETS["paper"].chunk_tokens, PRESETS["paper"].max_chunks, PRESETS["paper"].min_chunks) == (
-        5120, 8, 1)
-    assert PRESETS["paper"].mask_scope == "document"
+    paper = preset("paper")
+    assert (paper.n_related, paper.n_random) == (29, 120)
+    assert (paper.chunk_tokens, paper.max_chunks, paper.min_chunks) == (5120, 8, 1)
+    assert paper.mask_scope == "document"
     assert preset("cpu").chunk_tokens < preset("paper").chunk_tokens
     with pytest.raises(MemtrainError, match="min_chunks"):
-        preset("cpu", min_chunks=9)
-    with pytest.raises(MemtrainError, match="unknown preset"):
+        preset("cpu", "e2e.min_chunks=9")
+    with pytest.raises(MemtrainError, match="neither a YAML file nor a data preset"):
         preset("gpu")
 
 
@@ -80,7 +86,7 @@ def test_task_masks_answer_everywhere_including_titles(tokenizer):
 
 def test_same_rng_same_task(tokenizer):
     pool = PassagePool(small_pool())
-    cfg = preset("cpu", min_mentions=1)  # the hand-made pool mentions entities once
+    cfg = preset("cpu", "e2e.min_mentions=1", "e2e.min_chunks=1")  # the hand-made pool mentions entities once
     a = build_e2e_task(4, pool, [0], random.Random(7), tokenizer, cfg)
     b = build_e2e_task(4, pool, [0], random.Random(7), tokenizer, cfg)
     assert isinstance(a, MemTask) and a.to_dict() == b.to_dict()
@@ -109,7 +115,7 @@ def test_window_keeps_the_pivot_and_respects_max_chunks(tokenizer):
 
 def test_drop_reasons(tokenizer):
     pool = PassagePool(small_pool())
-    cfg = preset("cpu", min_mentions=1)
+    cfg = preset("cpu", "e2e.min_mentions=1", "e2e.min_chunks=1")
     assert build_e2e_task(3, pool, [], random.Random(0), tokenizer,
                           replace(cfg, entity_labels=["PERSON"])) == DropReason("no_entity")
     few = build_e2e_task(4, pool, [], random.Random(0), tokenizer, replace(cfg, min_mentions=5))

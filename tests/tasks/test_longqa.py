@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from collections import Counter
+from dataclasses import replace
 
 import pytest
 
@@ -187,5 +188,10 @@ def test_config_build(shared_data, tokenizer):
                        num_questions=2, chunk_tokens=2048, seed=1)
     tasks = build_from_config(cfg, tokenizer)
     assert [t.meta["n_docs"] for t in tasks] == [2, 2, 3, 3]
+    hot = LongQAConfig(source="hotpotqa", path=str(shared_data / HOTPOT), n_docs=[12], num_questions=6,
+                       chunk_tokens=2048)
+    train = build_from_config(replace(hot, split="train"), tokenizer)
+    held = build_from_config(replace(hot, split="eval"), tokenizer)
+    assert train and held and overlap(train, held) == {"question_ids": set(), "eval_gold_in_train": set()}
     with pytest.raises(MemtrainError, match="n_docs"):
         LongQAConfig(n_docs=[0]).validate()

@@ -1,0 +1,539 @@
+"""``memtrain data build``: sources in, a task set out (shards + ``manifest.json``), for every task kind.
+
+``kind=e2e`` (the self-supervised MemTrain tasks, DESIGN §2), top to bottom:
+
+1. Read the whole passage pool from the corpus (the pool is also where random passages come from).
+2. Index it once with BM25.
+3. Order the pivots: a permutation of the pool drawn from ``e2e.seed``.
+4. Build shards, in parallel processes if asked. Shard ``s`` of ``S`` owns the pivots at positions
+   ``s, s+S, s+2S, ...`` of the permutation and consumes them until it holds its share of tasks (dropped
+   pivots are counted, not retried). Each task's randomness comes from ``(seed, pivot)`` alone, so a shard
+   is a pure function of (pool, config, seed, shard index): byte-identical for any ``workers``.
+5. Write every shard atomically (temp file + rename): a killed build keeps its finished shards, and a
+   re-run with the same configuration (checked through ``manifest.json``'s hash) skips them.
+6. Summarise: ``stats.json`` (counts, histograms, drops by reason, timings), a ``README.md`` data card and
+   the completed manifest (:mod:`memtrain.tasks.taskset`) that train and eval check their settings against.
+
+``kind=longqa`` (downstream long-document QA, RULER-HQA style, :mod:`memtrain.tasks.longqa`): every
+question of the chosen split at every length of ``longqa.n_docs``, in shards, with the same manifest.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+import multiprocessing as mp
+import os
+import queue
+import random
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from memtrain.config import option
+from memtrain.errors import MemtrainError
+from memtrain.io import atomic_open, write_json
+from memtrain.records import MemTask, Passage
+from memtrain.tasks.chunking import resolve_tokenizer, tokenizer_fingerprint
+from memtrain.tasks.e2e import DropReason, E2EConfig, PassagePool, build_e2e_task
+from memtrain.tasks.longqa import LongQAConfig
+from memtrain.tasks.taskset import (
+    MANIFEST,
+    Manifest,
+    SourceFile,
+    config_hash,
+    read_manifest,
+    shard_path,
+    source_file,
+    write_manifest,
+    write_shard,
+    write_tasks,
+)
+
+log = logging.getLogger(__name__)
+
+BUILDER_VERSION = 2  # bump when a change alters the tasks produced for the same config
+SHARD_STATS_DIR = "shard_stats"
+
+
+@dataclass
+class BuildConfig:
+    """Everything that determines a task set (``workers`` and ``progress`` only change how it is built)."""
+
+    kind: Literal["e2e", "longqa"] = option("e2e: MemTrain's self-supervised tasks from a corpus; longqa: "
+                                            "long-document QA (RULER-HQA style) from a QA data file", "e2e")
+    out: str = option("output folder: shards, manifest.json, stats.json, README.md data card", "data/tasks")
+    tokenizer: str = option("tokenizer that counts chunk tokens: the model you will train or evaluate "
+                            "(name, HF id or path; smollm2 = the embedded default)", "smollm2")
+    corpus: str = option("e2e source: embedded (gensim's enwiki excerpt) | dump .xml/.xml.bz2 | "
+                         ".jsonl/.parquet | folder | hf:NAME[:SPLIT]", "embedded")
+    entities: str = option("e2e entity extractor: auto (wiki links where present + rules), links, rules, "
+                           "spacy, or a combination such as links+rules", "auto")
+    limit_pages: int | None = option("e2e: read at most this many corpus pages", None)
+    max_passage_words: int = option("e2e: split longer paragraphs, in words", 200)
+    min_passage_words: int = option("e2e: drop shorter passages, in words", 20)
+    num_tasks: int | None = option("e2e tasks to build (None: try every passage once as pivot)", None)
+    e2e: E2EConfig = option("how each E2E task is built (defaults: the paper's)", factory=E2EConfig)
+    longqa: LongQAConfig = option("how long-QA tasks are built", factory=LongQAConfig)
+    shard_size: int = option("tasks per shard file", 1000)
+    format: Literal["jsonl", "parquet"] = option("shard file format", "jsonl")
+    workers: int = option("e2e: processes building shards in parallel", 1)
+    overwrite: bool = option("replace a task set built with another configuration in `out`", False)
+    progress: bool = option("show a progress bar", True)
+
+    def validate(self) -> None:
+        if self.num_tasks is not None and self.num_tasks < 1:
+            raise MemtrainError(f"BuildConfig.num_tasks must be >= 1, got {self.num_tasks}")
+        for name in ("shard_size", "workers"):
+            if getattr(self, name) < 1:
+                raise MemtrainError(f"BuildConfig.{name} must be >= 1, got {getattr(self, name)}")
+
+    def identity(self) -> dict[str, Any]:
+        """What the tasks depend on (for ``kind`` only its own section); its hash guards resume."""
+        d = asdict(self)
+        for k in ("workers", "out", "overwrite", "progress"):
+            d.pop(k)
+        if self.kind == "e2e":
+            d.pop("longqa")
+        else:
+            for k in ("corpus", "entities", "limit_pages", "max_passage_words", "min_passage_words",
+                      "num_tasks", "e2e"):
+                d.pop(k)
+        d["builder_version"] = BUILDER_VERSION
+        return d
+
+
+def derive_seed(*parts: Any) -> int:
+    """A 64-bit seed from any values, stable across processes and Python versions (unlike ``hash``)."""
+    return int.from_bytes(hashlib.sha256(repr(parts).encode()).digest()[:8], "little")
+
+
+# ---------------------------------------------------------------------------------------------- the recipe
+
+
+def build(cfg: BuildConfig, after_shard: Callable[[int], None] | None = None) -> dict[str, Any]:
+    """Build (or resume) the task set ``cfg.out``; returns the statistics also written to ``stats.json``.
+
+    ``after_shard(s)`` runs after each E2E shard is written (tests use it to simulate a kill mid-build).
+    """
+    cfg.validate()
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    out = Path(cfg.out)
+    tokenizer = resolve_tokenizer(cfg.tokenizer)  # fail on a bad tokenizer before reading a big input
+    sources = source_files(cfg)
+    out.mkdir(parents=True, exist_ok=True)
+    manifest = start_manifest(cfg, tokenizer, sources)
+    write_json(out / "config.json", asdict(cfg))
+    stats = build_e2e(cfg, tokenizer, after_shard) if cfg.kind == "e2e" else build_longqa(cfg, tokenizer)
+    manifest.complete, manifest.n_tasks = True, stats["documents"]
+    manifest.longest_task_chunks = max((int(k) for k in stats["chunks_per_doc"]), default=0)
+    write_manifest(out, manifest)
+    drops = f", {stats['pivots_tried']} pivots tried, drops {stats['drops'] or 'none'}" if "drops" in stats \
+        else ""
+    print(f"built {stats['documents']} {cfg.kind} tasks in {stats['shards']} shard(s) -> {out}{drops} "
+          f"({stats['timings']['total_s']} s)")
+    return stats
+
+
+def source_files(cfg: BuildConfig) -> list[SourceFile]:
+    """The input files with sizes and hashes (none for a Hugging Face dataset)."""
+    if cfg.kind == "longqa":
+        path = cfg.longqa.data_path()
+        if not path.is_file():
+            raise MemtrainError(f"{cfg.longqa.source} data file not found: {path.resolve()}; set "
+                                "longqa.path=FILE (the default is resolved from the current directory)")
+        return [source_file(path)]
+    from memtrain.corpus.sources import _files, resolve_source
+
+    src = resolve_source(cfg.corpus)
+    if src.startswith("hf:"):
+        return []
+    p = Path(src)
+    return [source_file(f) for f in (_files(p) if p.is_dir() else [p])]
+
+
+def start_manifest(cfg: BuildConfig, tokenizer: Any, sources: list[SourceFile]) -> Manifest:
+    """The manifest of this build (written incomplete now), after checking ``out`` holds no other build.
+
+    A folder with the same config hash is resumed; another hash needs ``overwrite=true``, which deletes
+    the old shards first. Temp files of a build killed mid-write are removed.
+    """
+    out = Path(cfg.out)
+    identity = cfg.identity()
+    h = config_hash({**identity, "sources": [asdict(s) for s in sources]})
+    old_shards = [*out.glob("shard-*.*"), *(out / SHARD_STATS_DIR).glob("shard-*.json")]
+    if (out / MANIFEST).exists() or old_shards:
+        try:
+            old_hash = read_manifest(out).config_hash
+        except MemtrainError:
+            old_hash = None
+        if old_hash != h:
+            if not cfg.overwrite:
+                what = f"a build with another configuration (hash {old_hash} != {h})" if old_hash else \
+                    "shard files but no readable manifest.json"
+                raise MemtrainError(f"{out} holds {what}; choose another out=DIR, or set overwrite=true "
+                                    "to replace it")
+            for f in old_shards:
+                f.unlink()
+    for f in out.glob(".shard-*.tmp"):
+        f.unlink()
+    if cfg.kind == "e2e":
+        chunk_tokens, max_chunks, seed, lengths = cfg.e2e.chunk_tokens, cfg.e2e.max_chunks, cfg.e2e.seed, []
+    else:
+        lq = cfg.longqa
+        chunk_tokens, max_chunks, seed, lengths = lq.chunk_tokens, None, lq.seed, list(lq.n_docs)
+    m = Manifest(kind=cfg.kind, tokenizer=cfg.tokenizer,
+                 tokenizer_fingerprint=tokenizer_fingerprint(tokenizer), chunk_tokens=chunk_tokens,
+                 max_chunks=max_chunks, seed=seed, config_hash=h, config=identity,
+                 builder_version=BUILDER_VERSION, sources=sources, lengths=lengths,
+                 split=cfg.longqa.split if cfg.kind == "longqa" else "all")
+    write_manifest(out, m)
+    return m
+
+
+def build_longqa(cfg: BuildConfig, tokenizer: Any) -> dict[str, Any]:
+    """Long-QA tasks of every length, written in shards (fast enough to rebuild whole on resume)."""
+    from memtrain.tasks.longqa import build_from_config
+
+    t0 = time.perf_counter()
+    tasks = build_from_config(cfg.longqa, tokenizer, progress=cfg.progress)
+    if not tasks:
+        raise MemtrainError(f"no long-QA task could be built from {cfg.longqa.data_path()} "
+                            f"(split={cfg.longqa.split}); check the file and longqa.num_questions")
+    out = Path(cfg.out)
+    n_shards = write_tasks(out, tasks, cfg.shard_size, cfg.format)
+    tokens = [t.meta["n_tokens"] for t in tasks]
+    stats = {
+        "documents": len(tasks),
+        "shards": n_shards,
+        "questions": len({t.meta["question_id"] for t in tasks}),
+        "lengths": {str(n): sum(1 for t in tasks if t.meta["n_docs"] == n) for n in cfg.longqa.n_docs},
+        "tokens_per_doc": {str(n): round(sum(t.meta["n_tokens"] for t in tasks if t.meta["n_docs"] == n)
+                                         / max(1, sum(1 for t in tasks if t.meta["n_docs"] == n)), 1)
+                           for n in cfg.longqa.n_docs},
+        "chunks_per_doc": {str(k): v for k, v in sorted(Counter(len(t.chunks) for t in tasks).items())},
+        "max_tokens": max(tokens),
+        "timings": {"total_s": round(time.perf_counter() - t0, 3)},
+    }
+    write_json(out / "stats.json", stats)
+    with atomic_open(out / "README.md") as f:
+        f.write(longqa_card(cfg, stats))
+    return stats
+
+
+def read_pool(cfg: BuildConfig) -> tuple[list[Passage], dict[str, Any]]:
+    """All passages of the corpus (the pool) and the reader's statistics."""
+    from memtrain.corpus import CorpusStats, iter_passages
+
+    stats = CorpusStats()
+    passages = list(iter_passages(cfg.corpus, entities=cfg.entities, max_passage_words=cfg.max_passage_words,
+                                  min_passage_words=cfg.min_passage_words, limit_pages=cfg.limit_pages,
+                                  stats=stats))
+    cstats = stats.as_dict()
+    if not passages:
+        raise MemtrainError(f"corpus {cfg.corpus!r} yielded no passages (read: {cstats}); check the path and "
+                            "format, or lower min_passage_words")
+    return passages, cstats
+
+
+def build_e2e(cfg: BuildConfig, tokenizer: Any, after_shard: Callable[[int], None] | None = None
+              ) -> dict[str, Any]:
+    """Steps 1-6 of the module docstring."""
+    from memtrain.progress import progress_bar
+    from memtrain.tasks.retrieval import BM25Retriever
+
+    out = Path(cfg.out)
+    t_start = time.perf_counter()
+    passages, corpus_stats = read_pool(cfg)
+    t_read = time.perf_counter()
+    if not any(p.entities for p in passages):
+        raise MemtrainError(
+            f"no task could be built: {len(passages)} pivots dropped (no_entity: {len(passages)}); corpus "
+            f"{cfg.corpus!r}: the {cfg.entities!r} extractor found nothing to mask; try other entities="
+        )
+    pool = PassagePool(passages)
+    retriever = BM25Retriever()
+    retriever.index([f"{p.title} {p.text}" for p in passages])
+    t_index = time.perf_counter()
+
+    n_total = cfg.num_tasks or len(pool)
+    if cfg.num_tasks and cfg.num_tasks > len(pool):
+        log.warning("num_tasks=%d exceeds the %d passages; each pivot is used once", n_total, len(pool))
+    n_shards = math.ceil(n_total / cfg.shard_size)
+    targets = [min(cfg.shard_size, n_total - s * cfg.shard_size) for s in range(n_shards)]
+    perm = list(range(len(pool)))
+    random.Random(derive_seed("pivots", cfg.e2e.seed)).shuffle(perm)
+
+    todo = [s for s in range(n_shards) if not shard_path(out, s, cfg.format).exists()]
+    done_stats = [_read_shard_stats(out, s) for s in range(n_shards) if s not in todo]
+
+    state = _State(pool=pool, retriever=retriever, perm=perm, cfg=cfg, targets=targets)
+    bar = progress_bar(total=n_total, initial=sum(d["tasks"] for d in done_stats), unit="task",
+                       desc="data build", disable=not cfg.progress)
+    new_stats = []
+    try:
+        if cfg.workers == 1 or len(todo) <= 1:
+            state.tokenizer, state.progress = tokenizer, bar.update
+            _init_worker(state)
+            for s in todo:
+                new_stats.append(build_shard(s))
+                if after_shard:
+                    after_shard(s)
+        else:
+            for res in _run_parallel(state, todo, min(cfg.workers, len(todo)), bar):
+                new_stats.append(res)
+                if after_shard:
+                    after_shard(res["shard"])
+    finally:
+        bar.close()
+    t_build = time.perf_counter()
+
+    all_stats = sorted(done_stats + new_stats, key=lambda d: d["shard"])
+    timings = {
+        "read_corpus_s": round(t_read - t_start, 3),
+        "index_s": round(t_index - t_read, 3),
+        "build_s": round(t_build - t_index, 3),
+        "total_s": round(t_build - t_start, 3),
+        "shards_built": len(new_stats),
+        "shards_resumed": len(done_stats),
+        "workers": cfg.workers,
+    }
+    stats = summarise(all_stats, corpus_stats, len(pool), cfg, timings)
+    write_json(out / "stats.json", stats)
+    with atomic_open(out / "README.md") as f:
+        f.write(data_card(cfg, stats))
+    if stats["documents"] == 0:
+        reasons = ", ".join(f"{k}: {v}" for k, v in stats["drops"].items())
+        raise MemtrainError(
+            f"no task could be built: {stats['pivots_tried']} pivots dropped ({reasons}); relax the entity "
+            "filters (e2e.entity_labels, e2e.min_mentions, e2e.min_answer_chars) or use a corpus with entity "
+            "annotations"
+        )
+    if stats["documents"] < n_total:
+        log.warning("built %d of %d tasks (drops: %s)", stats["documents"], n_total, stats["drops"])
+    return stats
+
+
+# ---------------------------------------------------------------------------------------------- shards
+
+
+@dataclass
+class _State:
+    """What a worker needs; inherited by fork, pickled once per worker by spawn."""
+
+    pool: PassagePool
+    retriever: Any
+    perm: list[int]
+    cfg: BuildConfig
+    targets: list[int]
+    tokenizer: Any = None
+    progress: Any = None  # a multiprocessing queue, or a callable in-process
+
+
+_STATE: _State | None = None
+
+
+def _init_worker(state: _State) -> None:
+    global _STATE
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    if state.tokenizer is None:
+        state.tokenizer = resolve_tokenizer(state.cfg.tokenizer)
+    _STATE = state
+
+
+def _tick(n: int = 1) -> None:
+    prog = _STATE.progress if _STATE else None
+    if prog is None:
+        return
+    if callable(prog):
+        prog(n)
+    else:
+        prog.put(n)
+
+
+def build_shard(s: int) -> dict[str, Any]:
+    """Build and write shard ``s``; returns its statistics (also written beside the shards)."""
+    st = _STATE
+    assert st is not None, "worker state not initialised"
+    cfg, tcfg = st.cfg, st.cfg.e2e
+    n_shards = len(st.targets)
+    target = st.targets[s]
+    pivots = st.perm[s::n_shards]
+    tasks: list[MemTask] = []
+    drops: Counter[str] = Counter()
+    tried = 0
+    t0 = time.perf_counter()
+    while len(tasks) < target and tried < len(pivots):
+        # retrieve for a batch sized to the tasks still missing (+30% for drops): one BM25 call per batch
+        want = max(8, math.ceil((target - len(tasks)) * 1.3))
+        batch = pivots[tried : tried + want]
+        tried += len(batch)
+        hits = st.retriever.topk(batch, tcfg.n_related) if tcfg.n_related else [[] for _ in batch]
+        for pivot, h in zip(batch, hits, strict=True):
+            if len(tasks) >= target:
+                tried -= 1  # unused pivot: not counted as tried
+                continue
+            rng = random.Random(derive_seed(tcfg.seed, pivot))
+            out = build_e2e_task(pivot, st.pool, h, rng, st.tokenizer, tcfg)
+            if isinstance(out, DropReason):
+                drops[out.reason] += 1
+            else:
+                tasks.append(out)
+                _tick()
+    stats = {
+        "shard": s,
+        "tasks": len(tasks),
+        "pivots_tried": tried,
+        "drops": dict(sorted(drops.items())),
+        "n_tokens": [t.meta["n_tokens"] for t in tasks],
+        "n_chunks": [len(t.chunks) for t in tasks],
+        "answer_labels": dict(sorted(Counter(t.meta["answer_label"] for t in tasks).items())),
+        "imr_per_chunk": [len(c) for t in tasks for c in t.imr],
+        "build_s": round(time.perf_counter() - t0, 3),
+    }
+    out_dir = Path(cfg.out)
+    write_json(out_dir / SHARD_STATS_DIR / f"shard-{s:05d}.json", stats)  # before the shard: shard => stats
+    write_shard(shard_path(out_dir, s, cfg.format), [t.to_dict() for t in tasks], cfg.format)
+    return stats
+
+
+def _run_parallel(state: _State, todo: list[int], workers: int, bar: Any) -> Iterator[dict[str, Any]]:
+    method = "fork" if "fork" in mp.get_all_start_methods() else "spawn"
+    ctx = mp.get_context(method)
+    q = ctx.Queue()
+    state.progress = q
+    with ctx.Pool(workers, initializer=_init_worker, initargs=(state,)) as pool:
+        pending = pool.imap_unordered(build_shard, todo)
+        done = 0
+        while done < len(todo):
+            try:
+                res = pending.next(timeout=0.2)
+            except mp.TimeoutError:
+                res = None
+            while True:
+                try:
+                    bar.update(q.get_nowait())
+                except queue.Empty:
+                    break
+            if res is not None:
+                done += 1
+                yield res
+
+
+def _read_shard_stats(out: Path, s: int) -> dict[str, Any]:
+    p = out / SHARD_STATS_DIR / f"shard-{s:05d}.json"
+    try:
+        return json.loads(p.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError):
+        raise MemtrainError(f"{p} is missing or corrupt; re-run with --overwrite to rebuild {out}") from None
+
+
+def _histogram(values: list[int], hi: int, bins: int = 10) -> list[dict[str, int]]:
+    """Equal-width bins over ``0..hi`` (the last one open-ended), as a list so JSON keeps the order."""
+    width = max(1, math.ceil(hi / bins))
+    counts: Counter[int] = Counter(min(v // width, bins - 1) for v in values)
+    return [{"from": b * width, "to": (b + 1) * width - 1 if b < bins - 1 else None, "count": counts[b]}
+            for b in range(bins)]
+
+
+def summarise(
+    shard_stats: list[dict[str, Any]], corpus_stats: dict[str, Any], pool_size: int, cfg: BuildConfig,
+    timings: dict[str, Any],
+) -> dict[str, Any]:
+    tokens = [v for d in shard_stats for v in d["n_tokens"]]
+    chunks = [v for d in shard_stats for v in d["n_chunks"]]
+    imr = [v for d in shard_stats for v in d["imr_per_chunk"]]
+    drops: Counter[str] = Counter()
+    labels: Counter[str] = Counter()
+    for d in shard_stats:
+        drops.update(d["drops"])
+        labels.update(d["answer_labels"])
+    n = len(tokens)
+    return {
+        "documents": n,
+        "shards": len(shard_stats),
+        "pivots_tried": sum(d["pivots_tried"] for d in shard_stats),
+        "drops": dict(sorted(drops.items())),
+        "pool_passages": pool_size,
+        "corpus": corpus_stats,
+        "tokens_per_doc": {
+            "min": min(tokens, default=0), "mean": round(sum(tokens) / n, 1) if n else 0,
+            "max": max(tokens, default=0), "total": sum(tokens),
+            "histogram": _histogram(tokens, cfg.e2e.chunk_tokens * cfg.e2e.max_chunks),
+        },
+        "chunks_per_doc": {str(k): v for k, v in sorted(Counter(chunks).items())},
+        "answer_labels": dict(labels.most_common()),
+        "imr_candidates_per_chunk": {
+            "mean": round(sum(imr) / len(imr), 2) if imr else 0,
+            "chunks_without": sum(1 for v in imr if v == 0),
+            "counts": {str(k): v for k, v in sorted(Counter(imr).items())},
+        },
+        "timings": timings,
+    }
+
+
+def data_card(cfg: BuildConfig, stats: dict[str, Any]) -> str:
+    t = stats["tokens_per_doc"]
+    return f"""# memtrain E2E tasks
+
+Self-supervised masked-entity reconstruction tasks (MemTrain Task E2E, with IMR candidates), built by
+`memtrain data build` (builder v{BUILDER_VERSION}, config hash `{config_hash(cfg.identity())}`).
+
+- **Source corpus:** `{cfg.corpus}` (entities: `{cfg.entities}`, pages limit: {cfg.limit_pages}); \
+{stats['pool_passages']} passages in the pool.
+- **Documents:** {stats['documents']} in {stats['shards']} `{cfg.format}` shard(s); \
+{stats['pivots_tried']} pivots tried, drops: {stats['drops'] or 'none'}.
+- **Tokens per document** ({cfg.tokenizer} tokenizer): min {t['min']}, mean {t['mean']}, max {t['max']}.
+- **Answer entity labels:** {stats['answer_labels']}.
+- **IMR candidates per chunk:** mean {stats['imr_candidates_per_chunk']['mean']}.
+
+## Configuration
+
+```json
+{json.dumps(cfg.identity(), indent=2, sort_keys=True)}
+```
+
+## Fields (one JSON object / Parquet row per task)
+
+| field | meaning |
+|---|---|
+| `id` | `e2e-<seed>-<pivot index>` |
+| `kind` | `e2e` |
+| `problem` | the fixed question about the `[MASK]` placeholder |
+| `chunks` | the masked document, split into chunks of at most `chunk_tokens` tokens |
+| `answers` | canonical answer first, then every other surface form of the entity (all accepted) |
+| `imr` | per chunk, entities only that chunk mentions: `{{answer, forms}}` to hide as `[TARGET]` |
+| `meta` | pivot pid/title, answer key/label, tokens per chunk, window position, passage pids |
+| `data_source`, `prompt`, `ability`, `reward_model`, `extra_info` | veRL RL-dataset fields |
+
+Load with `memtrain.tasks.taskset.load_tasks(folder)` or `datasets.load_dataset("json", data_files=...)`.
+See `stats.json` for histograms, drop reasons and timings.
+
+## Licence
+
+Text derived from Wikipedia is licensed CC BY-SA (3.0/4.0); these tasks are a derivative work and must be
+shared under the same licence with attribution to Wikipedia's contributors.
+"""
+
+
+def longqa_card(cfg: BuildConfig, stats: dict[str, Any]) -> str:
+    lq = cfg.longqa
+    return f"""# memtrain long-document QA tasks
+
+{lq.source} questions (split `{lq.split}`, eval fraction {lq.eval_fraction}, split seed {lq.split_seed}) with
+their gold paragraphs hidden among distractors, RULER-HQA style, built by `memtrain data build kind=longqa`
+(builder v{BUILDER_VERSION}, config hash `{config_hash(cfg.identity())}`).
+
+- **Source:** `{lq.data_path()}`; {stats['questions']} questions × lengths {list(lq.n_docs)} (documents per
+  context) = {stats['documents']} tasks.
+- **Mean tokens per context** ({cfg.tokenizer} tokenizer), by length: {stats['tokens_per_doc']}.
+- **Chunks** of ≤ {lq.chunk_tokens} tokens; chunks per task: {stats['chunks_per_doc']}.
+
+Fields as in the E2E data card (`kind` is `qa`, `imr` is empty); `meta` holds the question id, `n_docs`,
+`n_tokens`, gold titles and positions and every document key (for `scripts/check_overlap.py`).
+"""

@@ -1,0 +1,165 @@
+"""``memtrain train``: the MemTrain GRPO recipe (DESIGN §3), top to bottom like the paper's method section.
+
+    set-up      policy, tokenizer, task sets (manifest checked), frozen reference, optimizer, engine
+    resume      the latest complete checkpoint, then the engine is synced from the restored policy
+    for step in 1..steps:
+        documents   <- the step's batch (seeded, resumable)
+        rollouts    <- G1 memory-agent trajectories per document + G2 answers per IMR prompt
+        rewards     <- R^E (E2E answer + λ·mean IMR) per trajectory, R^I per IMR answer
+        advantages  <- Dr. GRPO per group, broadcast to every conversation; DAPO drops flat groups
+        rows        <- one (prompt, completion, advantage) per conversation
+        update      <- clipped-ratio loss + k3 KL, per-conversation mean, micro-batched, AdamW
+        sync        <- engine weights from the policy (a no-op when the engine runs on the policy)
+        log, checkpoint, held-out proxy eval
+    cleanup     reward plot, final HF-format model
+
+The same recipe post-trains on downstream tasks: give it a long-QA task set (``memtrain data build``
+with ``kind=longqa longqa.split=train``) and ``rollout.imr=false``. A batch whose groups are all dropped by
+DAPO skips the optimizer step (the step still counts), so every step costs one batch of rollouts.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from memtrain.agent.engines import build_engine
+from memtrain.config import to_dict
+from memtrain.errors import MemtrainError
+from memtrain.io import write_json
+from memtrain.progress import progress_bar
+from memtrain.records import MemTask
+from memtrain.rl import checkpoint as ckpt
+from memtrain.rl.config import TrainConfig
+from memtrain.rl.data import DocSampler, load_data
+from memtrain.rl.reference import make_reference
+from memtrain.rl.rollout import collect
+from memtrain.rl.rows import build_rows
+from memtrain.rl.trainer import (
+    MetricsLog,
+    autocast,
+    load_policy,
+    peak_rss_gib,
+    plot_rewards,
+    sample_rows,
+    save_final,
+    seed_everything,
+    step_seed,
+    update,
+    warmup,
+)
+
+HELD_OUT_KEYS = ("reward/coupled", "score/e2e_strict_em", "score/imr_strict_em", "reward/no_boxed_final",
+                 "reward/no_boxed_imr")
+
+
+def say(msg: str) -> None:
+    print(f"memtrain train: {msg}", flush=True)
+
+
+def train(cfg: TrainConfig) -> Path:
+    """Run (or resume) training; returns ``out_dir/final``."""
+    cfg.validate()
+    out = Path(cfg.out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    seed_everything(cfg.seed)
+
+    # set-up: model, task sets (checked against the tokenizer and budgets), reference, optimizer, engine
+    say(f"loading {cfg.model.init_from or cfg.model.name}")
+    model, tok = load_policy(cfg)
+    train_tasks, held_out, agent = load_data(cfg, tok)
+    cfg = dataclasses.replace(cfg, agent=agent)  # budgets adopted from the task set are part of the run
+    say(f"{len(train_tasks)} training tasks from {cfg.data.tasks_dir}, {len(held_out)} held out; chunks of "
+        f"{agent.chunk_tokens} tokens, memory {agent.memory_tokens}")
+    reference = make_reference(model, cfg.loss.kl_coef, cfg.model.lora.enabled)
+    sampler = DocSampler(len(train_tasks), cfg.batch_size, cfg.seed)
+    params = [p for p in model.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(params, lr=cfg.optim.lr, betas=tuple(cfg.optim.betas),  # type: ignore[arg-type]
+                                  weight_decay=cfg.optim.weight_decay)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup(cfg.optim.warmup_steps))
+    engine = build_engine(cfg.engine, cfg.model.init_from or cfg.model.name, policy=model, tokenizer=tok)
+
+    # resume from the latest complete checkpoint, if any; the engine then samples from the restored policy
+    start = 0
+    last = ckpt.latest_checkpoint(out)
+    if last is not None:
+        state = ckpt.load_checkpoint(last, model, optimizer, scheduler)
+        start = int(state["step"])
+        if state.get("sampler_position") != sampler.position(start):
+            raise MemtrainError(f"{last}: saved at data position {state.get('sampler_position')}, but this "
+                                f"config gives {sampler.position(start)}; resume with the same batch_size")
+        engine.sync_weights(model)
+        say(f"resuming from {last} (step {start})")
+    write_json(out / "config.json", to_dict(cfg))
+    log = MetricsLog(out, cfg, resume_step=start)
+    progress = cfg.log.progress
+
+    def held_out_eval(step: int) -> dict[str, float]:
+        say(f"held-out evaluation on {min(cfg.eval_docs, len(held_out))} tasks (step {step})")
+        metrics, rows = evaluate_held_out(engine, model, held_out, cfg)
+        log.write_held_out(step, rows)
+        return {f"eval/{k.split('/', 1)[1]}": v for k, v in metrics.items()}
+
+    if start == 0 and held_out:
+        log.write(0, held_out_eval(0))
+    bar = progress_bar(range(start + 1, cfg.steps + 1), desc="train", unit="step", disable=not progress,
+                       initial=start, total=cfg.steps)
+    for step in bar:
+        t0 = time.perf_counter()
+        batch = [train_tasks[i] for i in sampler.indices(step)]
+
+        # rollouts (policy in eval mode, no grad) -> rewards -> advantages -> rows
+        model.eval()
+        with autocast(cfg, model):
+            rollouts = collect(engine, batch, agent, cfg.rollout, seed=step_seed(cfg.seed, step),
+                               progress=progress)
+        lc = cfg.loss
+        rows, row_stats = build_rows(rollouts, lc.adv_scale, lc.dapo_filter, lc.mask_truncated)
+        t1 = time.perf_counter()
+
+        # policy update, then the engine samples from the new weights
+        model.train()
+        upd = update(model, reference, rows, optimizer, cfg, step, tok.pad_token_id, progress=progress)
+        if not upd["update/skipped"]:  # warm-up counts optimizer updates, not batches DAPO emptied
+            scheduler.step()
+        engine.sync_weights(model)
+        t2 = time.perf_counter()
+
+        metrics = {**rollouts.metrics, **row_stats, **upd, "lr": scheduler.get_last_lr()[0],
+                   "time/rollout_s": t1 - t0, "time/update_s": t2 - t1, "time/step_s": t2 - t0,
+                   "mem/peak_rss_gib": peak_rss_gib()}
+        if held_out and (step == cfg.steps or (cfg.eval_every and step % cfg.eval_every == 0)):
+            metrics.update(held_out_eval(step))
+        log.write(step, metrics)
+        log.write_samples(step, sample_rows(rollouts))
+        bar.set_postfix(reward=f"{metrics['reward/coupled']:.3f}", kl=f"{metrics['loss/kl']:.2e}",
+                        clip=f"{metrics['loss/clip_frac']:.3f}",
+                        tok_s=f"{metrics['update/tokens_per_s']:.0f}")
+        if (cfg.save_every and step % cfg.save_every == 0) or step == cfg.steps:
+            ckpt.save_checkpoint(out, step, model, optimizer, scheduler,
+                                 {"sampler_position": sampler.position(step)}, keep=cfg.keep_checkpoints)
+    bar.close()
+    log.close()
+    plot_rewards(out / "metrics.jsonl", out / "rewards.png")
+    final = save_final(model, tok, out / "final")
+    say(f"done; final model in {final}, metrics in {out / 'metrics.jsonl'}")
+    return final
+
+
+def evaluate_held_out(engine: Any, model: Any, tasks: list[MemTask], cfg: TrainConfig
+                      ) -> tuple[dict[str, float], list[dict[str, Any]]]:
+    """Greedy proxy scores and per-task rows on held-out tasks: :func:`memtrain.eval.proxy.proxy_rollouts`,
+    the same probes ``memtrain eval`` draws for these tasks and seed."""
+    from memtrain.eval.proxy import proxy_rollouts, proxy_rows
+
+    model.eval()
+    with autocast(cfg, model):
+        r = proxy_rollouts(engine, tasks[: cfg.eval_docs], cfg.agent, cfg.rollout.reward, seed=cfg.seed,
+                           progress=cfg.log.progress)
+    reward = cfg.rollout.reward
+    keys = (f"reward/e2e_{reward}", f"reward/imr_{reward}", *HELD_OUT_KEYS)
+    return {k: r.metrics[k] for k in keys}, proxy_rows(r, cfg.agent.answer_mode)
