@@ -9,7 +9,7 @@ counted on both sides) with the same number of processes, on the same ``.xml.bz2
 - **wikiextractor** (``python -m wikiextractor.WikiExtractor DUMP --json -o TMP --processes P``): dump ->
   clean article text. It is the usual first step of a Wikipedia pipeline and does strictly less work than
   our build.
-- **memtrain** (``memtrain data build --corpus DUMP --preset cpu --workers P``): dump -> clean passages
+- **memtrain** (``memtrain data build cpu corpus=DUMP workers=P``): dump -> clean passages
   with link/rule entities -> BM25 index -> related + random passages per pivot -> masking everywhere ->
   token chunks (SmolLM2 tokenizer) -> leak check -> IMR candidates -> JSONL shards + stats.
 
@@ -75,10 +75,8 @@ def run_memtrain(
 ) -> tuple[float, Path]:
     out = tmp / name
     shutil.rmtree(out, ignore_errors=True)
-    cmd = [sys.executable, "-m", "memtrain.cli", "data", "build", "--corpus", dump, "--out", str(out),
-           "--preset", "cpu", "--workers", str(processes), "--no-progress"]
-    if num_tasks:
-        cmd += ["--num-tasks", str(num_tasks)]
+    cmd = [sys.executable, "-m", "memtrain.cli", "data", "build", "cpu", f"corpus={dump}", f"out={out}",
+           f"workers={processes}", f"num_tasks={num_tasks or 'null'}", "progress=false"]
     return timed(cmd), out
 
 
@@ -91,7 +89,7 @@ def main() -> None:
     args = ap.parse_args()
 
     from memtrain.corpus import EMBEDDED_CORPUS, resolve_source
-    from memtrain.tasks.build import resolve_tokenizer
+    from memtrain.tasks.chunking import resolve_tokenizer
 
     dump = args.dump or resolve_source(EMBEDDED_CORPUS)
     tok = resolve_tokenizer("smollm2")

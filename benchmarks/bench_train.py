@@ -32,7 +32,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def make_batch(tok, n: int, prompt_len: int, completion_len: int, seed: int = 0):
     """n single-turn rows of real text tokens, lengths jittered around the targets (same for both sides)."""
-    from memtrain.rl.rows import Row
+    from memtrain.records import Row
 
     g = torch.Generator().manual_seed(seed)
     words = ("memory agent reads the article chunk by chunk and keeps every useful detail about the entity "

@@ -209,22 +209,6 @@ def load_config(cls: type[T], recipe: str, preset: str | None = None, overrides:
     return from_dict(cls, apply_overrides(data, list(overrides)))
 
 
-def user_set(cls: type, recipe: str, preset: str | None, overrides: list[str]) -> set[str]:
-    """Dotted names of the fields the preset or the overrides set (the rest keep dataclass defaults)."""
-    data = resolve_bases(load_yaml(preset_path(recipe, preset)), recipe) if preset else {}
-    return set(_flatten(apply_overrides(data, list(overrides))))
-
-
-def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for k, v in d.items():
-        if isinstance(v, dict) and v:
-            out.update(_flatten(v, f"{prefix}{k}."))
-        else:
-            out[f"{prefix}{k}"] = v
-    return out
-
-
 # ------------------------------------------------------------------------------------- help
 
 

@@ -62,8 +62,8 @@ def chunk_text(tokenizer: Any, text: str, chunk_tokens: int) -> list[str]:
 class FastTokenizer:
     """The slice of the HF tokenizer interface that chunking uses, called on the Rust tokenizer directly.
 
-    Loading it takes ~0.1 s instead of ~2.5 s for ``AutoTokenizer`` (which imports transformers and
-    torch), which matters when every build worker loads its own. Ids and offsets are the Rust tokenizer's,
+    Loading it skips importing transformers and torch (which ``AutoTokenizer`` needs), which matters when
+    every build worker loads its own. Ids and offsets are the Rust tokenizer's,
     i.e. exactly what the HF fast tokenizer returns with ``add_special_tokens=False``.
     """
 

@@ -1,0 +1,46 @@
+"""The one CLI: every verb's ``--help`` is generated from its config dataclass; one override syntax."""
+
+from __future__ import annotations
+
+import pytest
+import yaml
+
+from memtrain.cli import VERBS, _load, main
+from memtrain.config import describe, load_config
+
+
+@pytest.mark.parametrize("verb", list(VERBS))
+def test_help_of_every_verb_shows_the_dataclass_defaults(verb, capsys):
+    assert main([*verb.split(), "--help"]) == 0
+    out = capsys.readouterr().out
+    shown = {}
+    for line in out.splitlines():
+        if line.startswith("  ") and "=" in line and "  [" in line:
+            key, _, rest = line.strip().partition("=")
+            shown[key] = yaml.safe_load(rest.split("  [")[0])
+    fields = describe(_load(VERBS[verb].config))
+    assert fields and set(shown) == {name for name, *_ in fields}
+    for name, _, default, _ in fields:
+        assert shown[name] == default, name
+
+
+def test_overrides_reach_nested_fields_and_bad_ones_are_named(capsys):
+    from memtrain.rl.config import TrainConfig
+
+    cfg = load_config(TrainConfig, "train", "cpu_memtrain", ["rollout.g1=3", "agent.max_chunks=2",
+                                                            "optim.lr=2e-5"])
+    assert (cfg.rollout.g1, cfg.agent.max_chunks, cfg.optim.lr) == (3, 2, 2e-5)
+    assert cfg.rollout.g2 == 4  # untouched preset value
+    assert main(["train", "cpu_memtrain", "rollout.temprature=1"]) == 2
+    assert "unknown field 'temprature' (did you mean 'temperature'?)" in capsys.readouterr().err
+    assert main(["train", "--steps", "2"]) == 2
+    assert "key=value" in capsys.readouterr().err
+
+
+def test_presets_inherit_with_base():
+    from memtrain.recipes.build_tasks import BuildConfig
+
+    train = load_config(BuildConfig, "data", "hotpotqa_cpu_train")
+    held = load_config(BuildConfig, "data", "hotpotqa_cpu_eval")
+    assert (held.longqa.split, held.longqa.n_docs, held.out) == ("eval", [5, 10, 20], "data/hotpotqa_cpu_eval")
+    assert (held.longqa.split_seed, held.longqa.chunk_tokens) == (train.longqa.split_seed, 384)  # inherited
