@@ -8,35 +8,62 @@ Five arms share the model, agent budgets, evaluation and seeds; each differs onl
     D  MemTrain (B's stage, reused) then the same task RL as C (same settings, same budget)
     E  ablation: MemTrain without IMR (rollout.imr: false), then the same task RL
 
-Commands (resumable: training resumes from checkpoints, evaluation per question)::
+Commands (resumable: task sets are built once, training resumes from checkpoints, evaluation per question)::
 
-    python experiments/headline.py run --arm {A,B,C,D,E} --seed S [--scale cpu|paper|paper_qwen25_7b]
+    python experiments/headline.py run --arm {A,B,C,D,E} --seed S [--scale cpu|cpu_short|paper|...]
         [--steps-memtrain N --steps-task N] [--model NAME] [--set section.key=VALUE] [--threads N] [--dry-run]
     python experiments/headline.py report [--scale cpu]
 
-A run writes experiments/runs/<scale>/<arm>/seed<S>/: ``config.json`` (the exact resolved stage configs
-and evaluation settings), ``run_info.json`` (wall clock per stage, platform, CPU count, torch version),
-``memtrain/`` and/or ``task/`` (training runs), ``eval/longqa/`` (results.jsonl + metrics.json per question
-and length) and ``eval/proxy/`` (held-out E2E/IMR accuracy). ``report`` aggregates every finished arm and
-seed into a table (mean ± std over seeds) and a PNG, and rewrites the matching section of RESULTS.md.
+The driver composes the recipes' own configs. An experiment file (experiments/configs/<scale>.yaml) is an
+:class:`ExperimentConfig`: typed sections that are a :class:`~memtrain.recipes.build_tasks.BuildConfig` per
+task set, a :class:`~memtrain.rl.config.TrainConfig` per training stage and the evaluation settings, each of
+which may start from a packaged preset (``memtrain: {base: train/cpu_memtrain, steps: 8}``); a whole file
+may start from another (``base: cpu``). Per-arm changes (seed, run folder, task-set paths, the starting
+model of D and E, ``rollout.imr=false`` for E) are ``dataclasses.replace`` calls on those typed configs.
 
-Leakage control: evaluation questions are ``split_questions(eval_fraction, seed=split_seed).eval``; the
-task-RL stage builds its training questions from the other side with ``exclude=split.eval_keys``
-(memtrain.rl.data), with ``data.split_seed`` pinned so a training seed never moves the split.
-``scripts/check_overlap.py --headline`` proves the resolved sets disjoint.
+Task sets, the only hand-off between stages, are built once per scale with ``memtrain data build``'s recipe
+under ``experiments/runs/<scale>/_data/``, chunked with the experiment model's tokenizer:
+
+    e2e         E2E tasks; MemTrain trains on all but the last ``memtrain.data.eval_size``, and every arm's
+                proxy evaluation reads the first ``proxy_tasks`` of that held-out tail
+    task_train  long-document HotpotQA, ``longqa.split=train`` (task RL of C, D, E)
+    task_eval   the same questions file and split (``eval_fraction``, ``split_seed``), ``split=eval``: the
+                evaluation of every arm (and the task stage's held-out evaluation)
+
+A run writes experiments/runs/<scale>/<arm>/seed<S>/: ``config.json`` (the resolved experiment, task-set,
+stage and evaluation configs, with the equivalent ``memtrain ...`` commands), ``run_info.json`` (wall clock
+per stage, platform, CPU count, torch version), ``memtrain/`` and/or ``task/`` (training runs),
+``eval/longqa/`` (results.jsonl + metrics.json per question and length, as ``memtrain eval`` writes them)
+and ``eval/proxy/`` (held-out E2E/IMR accuracy). ``report`` aggregates every finished arm and seed into a
+table (mean ± std over seeds) and a PNG, and rewrites the matching section of RESULTS.md.
+
+Leakage control: the evaluation questions are ``split_questions(eval_fraction, seed=split_seed).eval``; the
+task-RL set is built from the other side with ``exclude=split.eval_keys`` (memtrain.tasks.longqa), and both
+sets must name the same file, fraction and split seed (checked at load), so no training seed moves the
+split. ``scripts/check_overlap.py --headline SCALE`` proves the two task sets on disk disjoint.
 """
 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import platform
+import shlex
 import statistics
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
+
+from memtrain.agent.engines import EngineConfig
+from memtrain.agent.loop import AgentConfig
+from memtrain.config import option
+from memtrain.errors import MemtrainError
+from memtrain.recipes.build_tasks import BuildConfig
+from memtrain.rl.config import TrainConfig
 
 ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = Path(__file__).resolve().parent / "configs"
@@ -58,65 +85,266 @@ STAGES: dict[str, list[tuple[str, str]]] = {
     "D": [("memtrain", "B"), ("task", "D")],
     "E": [("memtrain", "E"), ("task", "E")],
 }
+TASK_SETS = ("e2e", "task_train", "task_eval")  # folders under runs/<scale>/_data/
 
 
 # ------------------------------------------------------------------------------------------ configuration
 
 
-def load_experiment(scale: str, sets: list[str] = (), model: str | None = None,  # type: ignore[assignment]
-                    steps_memtrain: int | None = None, steps_task: int | None = None) -> dict[str, Any]:
-    """The experiment settings of ``scale`` (a file in experiments/configs or a path), with overrides."""
-    from memtrain.config import load_yaml
-    from memtrain.errors import MemtrainError
-    from memtrain.rl.cli import apply_overrides
+@dataclass
+class HeadlineEvalConfig:
+    """How every arm is evaluated (the fields of ``memtrain eval`` that are the same for every arm)."""
 
-    path = Path(scale) if Path(scale).is_file() else CONFIGS / f"{scale}.yaml"
+    engine: EngineConfig = option("generation engine of both evaluations", factory=EngineConfig)
+    agent: AgentConfig = option("memory-agent budgets of the long-QA evaluation (the shared `agent` is laid "
+                                "over them; chunk_tokens comes from the task set)", factory=AgentConfig)
+    num_questions: int | None = option("evaluate only the first N questions (every length) of the task_eval "
+                                       "set (None: all it holds)", None)
+    batch_size: int = option("documents read together (turn-synchronous batching)", 16)
+    temperature: float = option("0 = greedy", 0.0)
+    top_p: float = option("nucleus sampling mass (temperature > 0)", 1.0)
+    reward: Literal["strict_em", "sub_em", "f1"] = option(
+        "proxy evaluation: the training reward reported beside strict EM", "strict_em")
+
+    def validate(self) -> None:
+        if self.batch_size < 1:
+            raise MemtrainError(f"eval.batch_size must be >= 1, got {self.batch_size}")
+        if self.num_questions is not None and self.num_questions < 1:
+            raise MemtrainError(f"eval.num_questions must be >= 1, got {self.num_questions}")
+
+
+@dataclass
+class ExperimentConfig:
+    """Everything the five arms share (experiments/configs/<scale>.yaml)."""
+
+    scale: str = option("experiment name: the runs/<scale>/ folder (default: the file's name)", "cpu")
+    model: str = option("base model of every stage and of arm A (smollm2, tiny, a hub id or a folder)",
+                        "smollm2")
+    threads: int | None = option("torch threads (None = torch default)", None)
+    agent: AgentConfig = option("memory-agent budgets laid over every training stage and the evaluation, so "
+                                "arms are comparable: only the fields the file sets apply; chunk_tokens, "
+                                "when set, is also the chunk size of every task set", factory=AgentConfig)
+    e2e_data: BuildConfig = option("the E2E task set (kind=e2e; out and tokenizer are set by the driver)",
+                                   factory=BuildConfig)
+    task_train_data: BuildConfig = option("task-RL training set (kind=longqa, split=train)",
+                                          factory=BuildConfig)
+    task_eval_data: BuildConfig = option("evaluation set (kind=longqa, split=eval; same file, eval_fraction "
+                                         "and split_seed as task_train_data)", factory=BuildConfig)
+    memtrain: TrainConfig = option("MemTrain stage of arms B, D, E (data.tasks_dir, seed, out_dir and "
+                                   "model.name are set per arm)", factory=TrainConfig)
+    task: TrainConfig = option("task-RL stage of arms C, D, E (equal budget for all three)",
+                               factory=TrainConfig)
+    eval: HeadlineEvalConfig = option("evaluation of every arm", factory=HeadlineEvalConfig)
+    proxy_tasks: int = option("proxy evaluation: the first N tasks of the E2E set's held-out tail "
+                              "(at most memtrain.data.eval_size; 0 = no proxy evaluation)", 16)
+
+    def validate(self) -> None:
+        if self.threads is not None and self.threads < 1:
+            raise MemtrainError(f"threads must be >= 1 or null, got {self.threads}")
+        if not 0 <= self.proxy_tasks <= self.memtrain.data.eval_size:
+            raise MemtrainError(f"proxy_tasks={self.proxy_tasks} must be in [0, memtrain.data.eval_size="
+                                f"{self.memtrain.data.eval_size}]: the proxy tasks are the E2E tasks "
+                                "MemTrain holds out")
+        tr, ev = self.task_train_data.longqa, self.task_eval_data.longqa
+        for name in ("source", "eval_fraction", "split_seed"):
+            if getattr(tr, name) != getattr(ev, name):
+                raise MemtrainError(f"task_train_data.longqa.{name}={getattr(tr, name)!r} but "
+                                    f"task_eval_data.longqa.{name}={getattr(ev, name)!r}: both sides must "
+                                    "come from the same question split")
+        if _abs(str(tr.data_path())) != _abs(str(ev.data_path())):
+            raise MemtrainError(f"task_train_data.longqa.path={tr.data_path()} but task_eval_data.longqa."
+                                f"path={ev.data_path()}: both sides must split the same questions file")
+
+
+def experiment_file(scale: str) -> Path:
+    path = Path(scale)
+    if path.suffix in (".yaml", ".yml") and path.is_file():
+        return path
+    path = CONFIGS / f"{scale.removesuffix('.yaml')}.yaml"
     if not path.is_file():
         names = ", ".join(sorted(p.stem for p in CONFIGS.glob("*.yaml")))
         raise MemtrainError(f"--scale {scale!r}: no experiments/configs/{scale}.yaml; choose one of {names}")
-    exp = load_yaml(path)
-    if "base" in exp:  # a variant: ``base: cpu`` plus only the settings that differ
-        exp = _merge(load_experiment(exp.pop("base")), exp)
-    exp["scale"] = path.stem
-    exp = apply_overrides(exp, list(sets))
-    if model:
-        exp["model"] = model
-    if steps_memtrain is not None:
-        exp["memtrain"]["steps"] = steps_memtrain
-    if steps_task is not None:
-        exp["task"]["steps"] = steps_task
-    return exp
+    return path
 
 
-def _merge(base: dict[str, Any], over: dict[str, Any]) -> dict[str, Any]:
-    """``over`` laid on ``base``, section by section (a dict value merges, anything else replaces)."""
-    out = dict(base)
-    for k, v in over.items():
-        out[k] = _merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
-    return out
+def experiment_dict(scale: str, seen: tuple[str, ...] = ()) -> dict[str, Any]:
+    """The raw mapping of an experiment file, with a top-level ``base: OTHER`` (another experiment file)
+    merged under it; section bases (``base: train/cpu_memtrain``) are left for :func:`resolve_bases`."""
+    from memtrain.config import load_yaml, merge
+
+    path = experiment_file(scale)
+    if str(path) in seen:
+        raise MemtrainError(f"base: {scale!r} includes itself ({' -> '.join(seen)})")
+    data = load_yaml(path)
+    base = data.pop("base", None)
+    if base is not None:
+        if not isinstance(base, str):
+            raise MemtrainError(f"{path}: base: expected an experiment name, got {base!r}")
+        data = merge(experiment_dict(base, (*seen, str(path))), data)
+    return data
+
+
+def load_experiment(scale: str, sets: list[str] = (), model: str | None = None,  # type: ignore[assignment]
+                    steps_memtrain: int | None = None, steps_task: int | None = None) -> ExperimentConfig:
+    """The :class:`ExperimentConfig` of ``scale`` (a file in experiments/configs or a path), with ``--set``
+    overrides (``key.sub=value`` on the raw mapping, before section bases are expanded and types checked)."""
+    from memtrain.config import apply_overrides, from_dict, resolve_bases
+
+    data = {"scale": experiment_file(scale).stem, **experiment_dict(scale)}
+    extra = [f"model={model}"] if model else []
+    extra += [f"memtrain.steps={steps_memtrain}"] if steps_memtrain is not None else []
+    extra += [f"task.steps={steps_task}"] if steps_task is not None else []
+    data = resolve_bases(apply_overrides(data, [*sets, *extra]), "experiments")
+    exp = from_dict(ExperimentConfig, data, "experiment")
+    shared = sorted((data.get("agent") or {}).keys())  # only what the file (or --set) says is shared
+    return share_agent(exp, shared)
+
+
+def share_agent(exp: ExperimentConfig, fields: list[str]) -> ExperimentConfig:
+    """``exp.agent``'s ``fields`` laid over the agent of both stages and of the evaluation."""
+    over = {k: getattr(exp.agent, k) for k in fields}
+
+    def lay(agent: AgentConfig) -> AgentConfig:
+        return dataclasses.replace(agent, **over)
+
+    return dataclasses.replace(
+        exp,
+        memtrain=dataclasses.replace(exp.memtrain, agent=lay(exp.memtrain.agent)),
+        task=dataclasses.replace(exp.task, agent=lay(exp.task.agent)),
+        eval=dataclasses.replace(exp.eval, agent=lay(exp.eval.agent)),
+    )
 
 
 def _abs(path: str) -> str:
     """Data paths in configs are relative to the repository root (``../shared/data/...``)."""
-    p = Path(path)
+    p = Path(path).expanduser()
     return str(p if p.is_absolute() else (ROOT / p).resolve())
 
 
-def scale_dir(exp: dict[str, Any], runs: Path = RUNS) -> Path:
-    return runs / exp["scale"]
+def scale_dir(exp: ExperimentConfig, runs: Path = RUNS) -> Path:
+    return runs / exp.scale
 
 
-def run_dir(exp: dict[str, Any], arm: str, seed: int, runs: Path = RUNS) -> Path:
+def run_dir(exp: ExperimentConfig, arm: str, seed: int, runs: Path = RUNS) -> Path:
     return scale_dir(exp, runs) / arm / f"seed{seed}"
 
 
-def e2e_dir(exp: dict[str, Any], runs: Path = RUNS) -> Path:
-    """Built E2E tasks, shared by every arm and seed of a scale (the builder is seeded on its own)."""
-    return scale_dir(exp, runs) / "_data" / "e2e"
+def data_dir(exp: ExperimentConfig, name: str, runs: Path = RUNS) -> Path:
+    """A task set of the scale, shared by every arm and seed (its builder is seeded on its own)."""
+    return scale_dir(exp, runs) / "_data" / name
+
+
+def e2e_dir(exp: ExperimentConfig, runs: Path = RUNS) -> Path:
+    return data_dir(exp, "e2e", runs)
+
+
+def data_configs(exp: ExperimentConfig, runs: Path = RUNS, progress: bool = True) -> dict[str, BuildConfig]:
+    """The resolved build config of each task set: its folder, the experiment model's tokenizer, the shared
+    chunk size, absolute source paths, and the split side of the long-QA sets."""
+    rp = dataclasses.replace
+    tok = exp.model  # chunks counted with the model's own tokenizer
+    chunk = exp.agent.chunk_tokens
+    e = exp.e2e_data
+    corpus = e.corpus if e.corpus == "embedded" or e.corpus.startswith("hf:") else _abs(e.corpus)
+    out = {"e2e": rp(e, kind="e2e", out=str(data_dir(exp, "e2e", runs)), tokenizer=tok, corpus=corpus,
+                     progress=progress, e2e=rp(e.e2e, chunk_tokens=chunk or e.e2e.chunk_tokens))}
+    for name, cfg, split in (("task_train", exp.task_train_data, "train"),
+                             ("task_eval", exp.task_eval_data, "eval")):
+        lq = rp(cfg.longqa, split=split, path=_abs(str(cfg.longqa.data_path())),
+                chunk_tokens=chunk or cfg.longqa.chunk_tokens)
+        out[name] = rp(cfg, kind="longqa", out=str(data_dir(exp, name, runs)), tokenizer=tok, longqa=lq,
+                       progress=progress)
+    if out["task_train"].longqa.chunk_tokens != out["task_eval"].longqa.chunk_tokens:
+        raise MemtrainError(f"task_train_data.longqa.chunk_tokens={out['task_train'].longqa.chunk_tokens} "
+                            f"but task_eval_data.longqa.chunk_tokens={out['task_eval'].longqa.chunk_tokens}; "
+                            "the task stage reads both: set agent.chunk_tokens to give every task set one "
+                            "size")
+    for c in out.values():
+        c.validate()
+    return out
+
+
+def chunk_tokens_of(cfg: BuildConfig) -> int:
+    return cfg.e2e.chunk_tokens if cfg.kind == "e2e" else cfg.longqa.chunk_tokens
+
+
+def stage_config(exp: ExperimentConfig, kind: str, arm: str, seed: int, runs: Path = RUNS) -> TrainConfig:
+    """The resolved :class:`~memtrain.rl.config.TrainConfig` of one stage of one arm."""
+    rp = dataclasses.replace
+    base = exp.memtrain if kind == "memtrain" else exp.task
+    sets = data_configs(exp, runs)
+    if kind == "memtrain":
+        # MemTrain holds out the tail of the E2E set (never an eval_tasks_dir): the proxy evaluates on it
+        data = rp(base.data, tasks_dir=sets["e2e"].out, eval_tasks_dir=None)
+        rollout = rp(base.rollout, imr=False) if arm == "E" else base.rollout
+        init_from = base.model.init_from
+        chunk = chunk_tokens_of(sets["e2e"])
+    else:
+        data = rp(base.data, tasks_dir=sets["task_train"].out, eval_tasks_dir=sets["task_eval"].out)
+        rollout = base.rollout
+        owner = {"D": "B", "E": "E"}.get(arm)
+        init_from = str(run_dir(exp, owner, seed, runs) / "memtrain" / "final") if owner else None
+        chunk = chunk_tokens_of(sets["task_train"])
+    agent = base.agent
+    if agent.chunk_tokens is None:  # adopt the task set's explicitly, so config.json says what was run
+        agent = rp(agent, chunk_tokens=chunk)
+    elif agent.chunk_tokens != chunk:
+        raise MemtrainError(f"{kind}.agent.chunk_tokens={agent.chunk_tokens} but its task set is built "
+                            f"with chunk_tokens={chunk}; set agent.chunk_tokens once, for every stage and "
+                            "task set")
+    cfg = rp(base, model=rp(base.model, name=exp.model, init_from=init_from), data=data, rollout=rollout,
+             agent=agent, seed=seed, out_dir=str(run_dir(exp, arm, seed, runs) / kind))
+    cfg.validate()
+    return cfg
+
+
+def evaluated_model(exp: ExperimentConfig, arm: str, seed: int, runs: Path = RUNS) -> str:
+    """What an arm evaluates: the base model (A) or the final model of its last stage."""
+    stages = STAGES[arm]
+    if not stages:
+        return exp.model
+    kind, owner = stages[-1]
+    return str(run_dir(exp, owner, seed, runs) / kind / "final")
+
+
+def eval_config(exp: ExperimentConfig, arm: str, seed: int, runs: Path = RUNS, progress: bool = True) -> Any:
+    """The long-QA evaluation of one arm, as ``memtrain eval``'s
+    :class:`~memtrain.recipes.evaluate.EvalConfig`."""
+    from memtrain.recipes.evaluate import EvalConfig
+
+    ev = exp.eval
+    cfg = EvalConfig(model=evaluated_model(exp, arm, seed, runs),
+                     tasks_dir=str(data_dir(exp, "task_eval", runs)),
+                     out=str(run_dir(exp, arm, seed, runs) / "eval" / "longqa"), engine=ev.engine,
+                     agent=ev.agent, num_questions=ev.num_questions, batch_size=ev.batch_size,
+                     temperature=ev.temperature, top_p=ev.top_p, seed=seed, reward=ev.reward,
+                     label=ARM_LABELS[arm], progress=progress)
+    cfg.validate()
+    return cfg
+
+
+def proxy_settings(exp: ExperimentConfig, arm: str, seed: int, runs: Path = RUNS) -> dict[str, Any]:
+    """The proxy evaluation: the MemTrain stage's agent (the budgets its held-out evaluation uses) on the
+    first ``proxy_tasks`` of the E2E set's held-out tail."""
+    from memtrain.config import to_dict
+
+    agent = stage_config(exp, "memtrain", "B", seed, runs).agent
+    return {"tasks_dir": str(e2e_dir(exp, runs)), "held_out_tail": exp.memtrain.data.eval_size,
+            "n_tasks": exp.proxy_tasks, "agent": to_dict(agent),
+            "reward": exp.eval.reward, "temperature": exp.eval.temperature, "seed": seed,
+            "out": str(run_dir(exp, arm, seed, runs) / "eval" / "proxy")}
+
+
+def needed_sets(exp: ExperimentConfig, arm: str) -> list[str]:
+    kinds = {kind for kind, _ in STAGES[arm]}
+    names = ["e2e"] if "memtrain" in kinds or exp.proxy_tasks > 0 else []
+    return [*names, *(["task_train"] if "task" in kinds else []), "task_eval"]
+
+
+# ------------------------------------------------------------------------------------ equivalent commands
 
 
 def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    """``{"a": {"b": 1}, "c.d": 2}`` -> ``{"a.b": 1, "c.d": 2}`` (``--set task.set.a.b=1`` nests)."""
     out: dict[str, Any] = {}
     for k, v in d.items():
         if isinstance(v, dict) and v:
@@ -126,146 +354,92 @@ def _flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     return out
 
 
-def _dotted(d: dict[str, Any]) -> list[str]:
-    """``{"a.b": 1}`` -> ``["a.b=1"]``; values as JSON, which YAML reads back exactly."""
-    return [f"{k}={json.dumps(v)}" for k, v in _flatten(d).items()]
+def _value(v: Any) -> str:
+    """A value the CLI reads back exactly (``parse_value``): plain strings bare, anything else as JSON."""
+    from memtrain.config import parse_value
+
+    if isinstance(v, str) and parse_value(v) == v:
+        return v
+    return json.dumps(v, separators=(",", ":"))
 
 
-def stage_overrides(exp: dict[str, Any], kind: str, arm: str, seed: int, runs: Path = RUNS) -> list[str]:
-    """``--set`` overrides that turn a packaged preset into one arm's stage (shared settings first)."""
-    sec = exp[kind]
-    ov = {"model.name": exp["model"], "seed": seed,
-          **{f"agent.{k}": v for k, v in exp.get("agent", {}).items()}, **sec.get("set", {})}
-    if kind == "memtrain":
-        ov["data.tasks_dir"] = str(e2e_dir(exp, runs))
-        ov["data.eval_size"] = exp["e2e_data"]["eval_size"]
-        if arm == "E":
-            ov["rollout.imr"] = False
-    else:
-        ev = exp["eval"]
-        ov["data.data_file"] = _abs(ev["data_file"])
-        # the split must be the evaluation's split whatever the training seed
-        ov["data.split_seed"] = ev["split_seed"]
-        ov["data.longqa.eval_fraction"] = ev["eval_fraction"]
-        owner = {"D": "B", "E": "E"}.get(arm)
-        if owner:
-            ov["model.init_from"] = str(run_dir(exp, owner, seed, runs) / "memtrain" / "final")
-    return _dotted(ov)
+def command(verb: str, recipe: str, cfg: Any) -> str:
+    """The ``memtrain <verb> [PRESET] key=value ...`` line that loads exactly ``cfg``: the packaged preset
+    (or none) that needs the fewest overrides, plus every field that differs from it."""
+    from memtrain.config import from_dict, load_yaml, preset_names, preset_path, resolve_bases, to_dict
 
-
-def stage_config(exp: dict[str, Any], kind: str, arm: str, seed: int, runs: Path = RUNS) -> Any:
-    """The resolved :class:`~memtrain.rl.config.TrainConfig` of one stage of one arm."""
-    from memtrain.rl.cli import load_train_config
-
-    out = run_dir(exp, arm, seed, runs) / kind
-    cfg = load_train_config(exp[kind]["preset"], stage_overrides(exp, kind, arm, seed, runs),
-                            steps=exp[kind]["steps"], out=str(out))
-    cfg.validate()
-    return cfg
-
-
-def train_command(exp: dict[str, Any], kind: str, arm: str, seed: int, runs: Path = RUNS) -> str:
-    """The equivalent ``memtrain train`` command line of a stage (for the record and --dry-run)."""
-    import shlex
-
-    parts = ["memtrain", "train", exp[kind]["preset"]]
-    for o in stage_overrides(exp, kind, arm, seed, runs):
-        parts += ["--set", o]
-    parts += ["--steps", str(exp[kind]["steps"]), "--out", str(run_dir(exp, arm, seed, runs) / kind)]
+    want = _flatten(to_dict(cfg))
+    best: tuple[str | None, list[str]] | None = None
+    for preset in [None, *preset_names(recipe)]:
+        try:
+            base = type(cfg)() if preset is None else \
+                from_dict(type(cfg), resolve_bases(load_yaml(preset_path(recipe, preset)), recipe))
+        except MemtrainError:
+            continue
+        have = _flatten(to_dict(base))
+        sets = [f"{k}={_value(v)}" for k, v in want.items() if k not in have or have[k] != v]
+        if best is None or len(sets) < len(best[1]):
+            best = (preset, sets)
+    assert best is not None
+    parts = ["memtrain", *verb.split(), *([best[0]] if best[0] else []), *best[1]]
     return " ".join(shlex.quote(p) for p in parts)
 
 
-def evaluated_model(exp: dict[str, Any], arm: str, seed: int, runs: Path = RUNS) -> str:
-    """What an arm evaluates: the base model (A) or the final model of its last stage."""
-    stages = STAGES[arm]
-    if not stages:
-        return exp["model"]
-    kind, owner = stages[-1]
-    return str(run_dir(exp, owner, seed, runs) / kind / "final")
-
-
-def eval_agent(exp: dict[str, Any], max_chunks: Any) -> Any:
-    from memtrain.agent.loop import AgentConfig
-    from memtrain.config import from_dict
-
-    return from_dict(AgentConfig, {**exp.get("agent", {}), "max_chunks": max_chunks}, "experiment.agent")
-
-
-def resolve(exp: dict[str, Any], arm: str, seed: int, runs: Path = RUNS) -> dict[str, Any]:
+def resolve(exp: ExperimentConfig, arm: str, seed: int, runs: Path = RUNS) -> dict[str, Any]:
     """Everything one run will do, as plain data (written to config.json, printed by --dry-run)."""
     from memtrain.config import to_dict
 
+    sets = data_configs(exp, runs)
     stages = []
     for kind, owner in STAGES[arm]:
         cfg = stage_config(exp, kind, owner, seed, runs)
         stages.append({"kind": kind, "owner": owner, "reused": owner != arm, "config": to_dict(cfg),
-                       "command": train_command(exp, kind, owner, seed, runs)})
-    ev = exp["eval"]
-    proxy_agent = stage_config(exp, "memtrain", "B", seed, runs).agent
+                       "command": command("train", "train", cfg)})
+    ev = eval_config(exp, arm, seed, runs)
     return {
-        "arm": arm, "label": ARM_LABELS[arm], "seed": seed, "scale": exp["scale"], "experiment": exp,
+        "arm": arm, "label": ARM_LABELS[arm], "seed": seed, "scale": exp.scale, "experiment": to_dict(exp),
+        "data": {name: {"config": to_dict(sets[name]), "command": command("data build", "data", sets[name])}
+                 for name in needed_sets(exp, arm)},
         "stages": stages,
-        "eval": {
-            "model": evaluated_model(exp, arm, seed, runs),
-            "longqa": {"data_file": _abs(ev["data_file"]), "eval_fraction": ev["eval_fraction"],
-                       "split_seed": ev["split_seed"], "num_questions": ev["num_questions"],
-                       "n_docs": list(ev["n_docs"]), "agent": to_dict(eval_agent(exp, ev.get("max_chunks"))),
-                       "sampling": "greedy"},
-            "proxy": {"tasks_dir": str(e2e_dir(exp, runs)), "n_tasks": ev["proxy_tasks"],
-                      "agent": to_dict(proxy_agent), "sampling": "greedy"},
-            "engine": ev.get("engine", "hf"), "dtype": ev.get("dtype", "auto"),
-            "batch_size": ev["batch_size"],
-        },
+        "eval": {"model": ev.model, "longqa": {"config": to_dict(ev), "command": command("eval", "eval", ev)},
+                 "proxy": proxy_settings(exp, arm, seed, runs) if exp.proxy_tasks > 0 else None},
     }
 
 
 # ------------------------------------------------------------------------------------------------ data
 
 
-def ensure_e2e_tasks(exp: dict[str, Any], runs: Path = RUNS) -> Path:
-    """Build the scale's E2E tasks once (resumable, seeded); every arm's proxy eval uses their tail."""
-    from memtrain.tasks.build import BuildConfig, build_dataset
-    from memtrain.tasks.e2e import preset
+def taskset_ready(cfg: BuildConfig) -> bool:
+    """True when ``cfg.out`` holds a complete build of this very config (cheap: no corpus read, no hashing;
+    anything else goes to the builder, which resumes it or refuses another configuration)."""
+    from memtrain.tasks.taskset import read_manifest
 
-    out = e2e_dir(exp, runs)
-    d = exp["e2e_data"]
-    if (out / "stats.json").is_file():
-        return out
-    corpus = d["corpus"] if d["corpus"] == "embedded" else _abs(d["corpus"])
-    task = preset(d["preset"], chunk_tokens=exp["agent"]["chunk_tokens"], **d.get("task", {}))
-    build_dataset(BuildConfig(corpus=corpus, out=str(out), task=task, num_tasks=d["num_tasks"]))
-    return out
-
-
-def eval_questions(exp: dict[str, Any]) -> tuple[Any, list[Any], list[Any]]:
-    """(split, chosen eval questions, paragraph pool): the fixed held-out HotpotQA sample."""
-    from memtrain.tasks import longqa
-
-    ev = exp["eval"]
-    items, pool = longqa.load_source("hotpotqa", _abs(ev["data_file"]))
-    split = longqa.split_questions(items, eval_fraction=ev["eval_fraction"], seed=ev["split_seed"])
-    chosen = longqa.select_questions(split.eval, ev["num_questions"], ev["split_seed"])
-    return split, chosen, pool
+    try:
+        m = read_manifest(cfg.out)
+    except MemtrainError:
+        return False
+    same = m.config == json.loads(json.dumps(cfg.identity()))
+    sources = all(Path(s.path).is_file() and Path(s.path).stat().st_size == s.bytes for s in m.sources)
+    return m.complete and same and sources
 
 
-def eval_tasks(exp: dict[str, Any], tokenizer: Any) -> list[Any]:
-    """The held-out long-document HotpotQA tasks, identical for every arm and seed."""
-    from memtrain.tasks import longqa
+def ensure_taskset(cfg: BuildConfig) -> Path:
+    """Build (or resume) a task set unless it is already complete with this config."""
+    from memtrain.recipes.build_tasks import build
 
-    ev = exp["eval"]
-    _, chosen, pool = eval_questions(exp)
-    return longqa.build_longqa_tasks(chosen, pool, ev["n_docs"], tokenizer, exp["agent"]["chunk_tokens"],
-                                     ev["split_seed"])
+    if not taskset_ready(cfg):
+        try:
+            build(cfg)
+        except MemtrainError as e:
+            raise MemtrainError(f"{e} (task sets are shared by every arm of a scale: use the same settings, "
+                                "or another --runs-dir for a new experiment)") from None
+    return Path(cfg.out)
 
 
-def task_train_tasks(exp: dict[str, Any], seed: int = 0, runs: Path = RUNS) -> list[Any]:
-    """The task-RL stage's training tasks exactly as the trainer builds them (for leakage checks)."""
-    from memtrain.models import load_tokenizer
-    from memtrain.rl.data import load_data
-
-    cfg = stage_config(exp, "task", "C", seed, runs)
-    train, _ = load_data(cfg, load_tokenizer(cfg.model.name))
-    return train
+def ensure_tasksets(exp: ExperimentConfig, names: list[str], runs: Path = RUNS, progress: bool = True
+                    ) -> dict[str, Path]:
+    sets = data_configs(exp, runs, progress)
+    return {name: ensure_taskset(sets[name]) for name in names}
 
 
 # ------------------------------------------------------------------------------------------------- run
@@ -282,14 +456,13 @@ def hardware() -> dict[str, Any]:
     return info
 
 
-def _stage_done(cfg: Any) -> bool:
+def _stage_done(cfg: TrainConfig) -> bool:
     """True when the stage's final model exists and was written by this very config.
 
     A stage folder written with *other* settings is refused (e.g. D asking for a longer MemTrain stage
     than B ran): resuming would silently change the model another arm was evaluated with.
     """
     from memtrain.config import to_dict
-    from memtrain.errors import MemtrainError
 
     out = Path(cfg.out_dir)
     if not (out / "config.json").is_file():
@@ -304,22 +477,76 @@ def _stage_done(cfg: Any) -> bool:
     return (out / "final").is_dir()
 
 
-def run_arm(exp: dict[str, Any], arm: str, seed: int, runs: Path = RUNS, progress: bool = True) -> Path:
-    """Train (resuming) and evaluate (resuming) one arm × seed; returns its run folder."""
-    import torch
-
+def evaluate_longqa(engine: Any, cfg: Any) -> dict[str, Any]:
+    """``memtrain eval`` (:func:`memtrain.recipes.evaluate.evaluate`) on a long-QA task set, on an engine the
+    proxy evaluation shares: same checks, config.json, run info, results and report as the recipe."""
     from memtrain.agent.engine import Sampling
-    from memtrain.agent.engines import build_engine
-    from memtrain.eval.proxy import evaluate_proxy
+    from memtrain.config import to_dict
+    from memtrain.eval.report import write_report
     from memtrain.eval.runner import evaluate
     from memtrain.io import write_json
-    from memtrain.tasks.build import load_tasks
+    from memtrain.recipes.evaluate import first_questions
+    from memtrain.tasks.taskset import agent_for, check_tokenizer, open_taskset
 
-    if exp.get("threads"):
-        torch.set_num_threads(int(exp["threads"]))
-    out = run_dir(exp, arm, seed, runs)
+    ts = open_taskset(cfg.tasks_dir)
+    if ts.manifest.kind != "longqa":
+        raise MemtrainError(f"{cfg.tasks_dir}: expected a long-QA task set, found {ts.manifest.kind}")
+    agent = agent_for(cfg.agent, ts, "EvalConfig")
+    check_tokenizer(engine.tokenizer, ts, cfg.model, "EvalConfig")
+    cfg = dataclasses.replace(cfg, agent=agent)
+    out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
+    write_json(out / "config.json", to_dict(cfg))
+    run_info = {"model": cfg.model, "engine": cfg.engine.kind, "tasks_dir": str(ts.path),
+                "task_set": ts.manifest.config_hash, "seed": cfg.seed, "temperature": cfg.temperature,
+                "top_p": cfg.top_p}
+    sampling = Sampling(temperature=cfg.temperature, top_p=cfg.top_p, seed=cfg.seed)
+    m = evaluate(engine, first_questions(ts.tasks, cfg.num_questions), agent, sampling, out,
+                 batch_size=cfg.batch_size, resume=cfg.resume, label=f"{cfg.label} memory agent",
+                 run_info=run_info, trace=cfg.trace, progress=cfg.progress)
+    source = ts.manifest.config.get("longqa", {}).get("source", "long QA")
+    write_report([out / "metrics.json"], out, title=f"{source}: accuracy vs context length ({cfg.model})")
+    return m
+
+
+def evaluate_proxy_tail(engine: Any, exp: ExperimentConfig, arm: str, seed: int, runs: Path = RUNS,
+                        progress: bool = True) -> dict[str, Any]:
+    """E2E/IMR accuracy on the first ``proxy_tasks`` of the E2E set's held-out tail."""
+    from memtrain.eval.proxy import evaluate_proxy
+    from memtrain.tasks.taskset import agent_for, check_tokenizer, open_taskset
+
+    p = proxy_settings(exp, arm, seed, runs)
+    ts = open_taskset(p["tasks_dir"])
+    model = evaluated_model(exp, arm, seed, runs)
+    check_tokenizer(engine.tokenizer, ts, model, "headline proxy eval")
+    agent = agent_for(stage_config(exp, "memtrain", "B", seed, runs).agent, ts, "memtrain")
+    held = ts.tasks[-p["held_out_tail"]:][: p["n_tasks"]]
+    return evaluate_proxy(engine, held, agent, p["out"], reward=p["reward"], temperature=p["temperature"],
+                          seed=seed, batch_size=exp.eval.batch_size, label=ARM_LABELS[arm],
+                          run_info={"arm": arm, "seed": seed, "model": model, "tasks_dir": p["tasks_dir"],
+                                    "task_set": ts.manifest.config_hash, "tail": p["held_out_tail"]},
+                          progress=progress)
+
+
+def run_arm(exp: ExperimentConfig, arm: str, seed: int, runs: Path = RUNS, progress: bool = True) -> Path:
+    """Build the task sets (once per scale), train (resuming) and evaluate (resuming) one arm × seed."""
+    import torch
+
+    from memtrain.agent.engines import build_engine
+    from memtrain.io import write_json
+    from memtrain.recipes.train import train
+
+    if exp.threads:
+        torch.set_num_threads(exp.threads)
+    out = run_dir(exp, arm, seed, runs)
+    # every config is checked, and stage folders with other settings refused, before anything is written
     resolved = resolve(exp, arm, seed, runs)
+    for kind, owner in STAGES[arm]:
+        _stage_done(stage_config(exp, kind, owner, seed, runs))
+    t0 = time.perf_counter()
+    ensure_tasksets(exp, needed_sets(exp, arm), runs, progress)  # refuses a task set built otherwise
+    build_s = time.perf_counter() - t0
+    out.mkdir(parents=True, exist_ok=True)
     write_json(out / "config.json", resolved)
     info_path = out / "run_info.json"
     info = json.loads(info_path.read_text(encoding="utf-8")) if info_path.is_file() else {}
@@ -330,13 +557,7 @@ def run_arm(exp: dict[str, Any], arm: str, seed: int, runs: Path = RUNS, progres
         info["wall_s"][key] = round(info["wall_s"].get(key, 0.0) + seconds, 1)
         write_json(info_path, info)
 
-    needs_e2e = any(kind == "memtrain" for kind, _ in STAGES[arm]) or exp["eval"]["proxy_tasks"] > 0
-    if needs_e2e:
-        t0 = time.perf_counter()
-        ensure_e2e_tasks(exp, runs)
-        record("e2e_build", time.perf_counter() - t0)
-
-    from memtrain.rl.trainer import train
+    record("data_build", build_s)
 
     for kind, owner in STAGES[arm]:
         cfg = stage_config(exp, kind, owner, seed, runs)
@@ -348,28 +569,14 @@ def run_arm(exp: dict[str, Any], arm: str, seed: int, runs: Path = RUNS, progres
         train(cfg)
         record(f"train_{kind}" + ("" if owner == arm else f"_reused_from_{owner}"), time.perf_counter() - t0)
 
-    ev = resolved["eval"]
     t0 = time.perf_counter()
-    opts: dict[str, Any] = {"dtype": ev["dtype"]}
-    if ev["engine"] == "hf":
-        opts["batch_size"] = ev["batch_size"]
-    engine = build_engine(ev["engine"], ev["model"], **opts)
-    sampling = Sampling(temperature=0.0)
-    tasks = eval_tasks(exp, engine.tokenizer)
-    agent = eval_agent(exp, exp["eval"].get("max_chunks"))
-    longqa_info = {k: v for k, v in ev["longqa"].items() if k != "agent"}
-    run_info = {"arm": arm, "seed": seed, "model": ev["model"], "longqa": longqa_info}
-    evaluate(engine, tasks, agent, sampling, out / "eval" / "longqa", batch_size=ev["batch_size"],
-             label=ARM_LABELS[arm], run_info=run_info, progress=progress)
+    ev = eval_config(exp, arm, seed, runs, progress)
+    engine = build_engine(ev.engine, ev.model)
+    evaluate_longqa(engine, ev)
     record("eval_longqa", time.perf_counter() - t0)
-    n_proxy = ev["proxy"]["n_tasks"]
-    if n_proxy > 0:
+    if exp.proxy_tasks > 0:
         t0 = time.perf_counter()
-        held = load_tasks(e2e_dir(exp, runs))[-exp["e2e_data"]["eval_size"]:][:n_proxy]
-        proxy_agent = stage_config(exp, "memtrain", "B", seed, runs).agent
-        evaluate_proxy(engine, held, proxy_agent, sampling, out / "eval" / "proxy", seed=seed,
-                       batch_size=ev["batch_size"], label=ARM_LABELS[arm],
-                       run_info={"arm": arm, "seed": seed, "model": ev["model"]}, progress=progress)
+        evaluate_proxy_tail(engine, exp, arm, seed, runs, progress)
         record("eval_proxy", time.perf_counter() - t0)
     info["finished"] = time.strftime("%Y-%m-%d %H:%M:%S")
     write_json(info_path, info)
@@ -538,7 +745,6 @@ def replace_section(text: str, name: str, body: str) -> str:
 
 def report(scale: str, runs: Path = RUNS, results_md: Path = RESULTS_MD, png: Path | None = None) -> str:
     """Aggregate finished runs of ``scale``; write the PNG and RESULTS.md's section; return the markdown."""
-    from memtrain.errors import MemtrainError
     from memtrain.io import atomic_open
 
     found = collect(scale, runs)
@@ -565,19 +771,46 @@ def report(scale: str, runs: Path = RUNS, results_md: Path = RESULTS_MD, png: Pa
 # ------------------------------------------------------------------------------------------------- CLI
 
 
+def dry_run(exp: ExperimentConfig, arm: str, seed: int, runs: Path) -> None:
+    """Print the resolved configs and the equivalent ``memtrain`` commands; writes nothing."""
+    resolved = resolve(exp, arm, seed, runs)
+    print(json.dumps(resolved, indent=2, sort_keys=True, default=str))
+    for name, d in resolved["data"].items():
+        print(f"# task set {name} (built once per scale, skipped when complete):\n{d['command']}")
+    for st in resolved["stages"]:
+        reused = ", reused" if st["reused"] else ""
+        print(f"# {st['kind']} stage (arm {st['owner']}{reused}):\n{st['command']}")
+    ev = resolved["eval"]
+    lq = ev["longqa"]["config"]
+    proxy = ev["proxy"]
+    which = f"first {lq['num_questions']} questions" if lq["num_questions"] else "every question"
+    print(f"# eval: {ev['model']} on {lq['tasks_dir']} ({which}, every length) -> {lq['out']}:\n"
+          f"{ev['longqa']['command']}")
+    if proxy:
+        print(f"# eval: + {proxy['n_tasks']} proxy tasks (the first of the last {proxy['held_out_tail']} of "
+              f"{proxy['tasks_dir']}, which MemTrain holds out) -> {proxy['out']}")
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     sub = ap.add_subparsers(dest="cmd", required=True)
-    r = sub.add_parser("run", help="train (resuming) and evaluate one arm × seed")
+    from memtrain.config import help_text
+
+    settings = help_text(ExperimentConfig, "experiments").replace(
+        "settings (KEY=VALUE", "experiment settings for --set (KEY=VALUE", 1)
+    note = "(dataclass defaults; the --scale file and its presets set most of them; --dry-run shows them)"
+    r = sub.add_parser("run", help="train (resuming) and evaluate one arm × seed",
+                       epilog=f"{settings}\n{note}", formatter_class=argparse.RawDescriptionHelpFormatter)
     r.add_argument("--arm", required=True, choices=ARMS)
     r.add_argument("--seed", type=int, default=0)
     r.add_argument("--scale", default="cpu", help="experiments/configs/<scale>.yaml or a YAML path")
-    r.add_argument("--steps-memtrain", type=int, default=None)
-    r.add_argument("--steps-task", type=int, default=None)
+    r.add_argument("--steps-memtrain", type=int, default=None, help="= --set memtrain.steps=N")
+    r.add_argument("--steps-task", type=int, default=None, help="= --set task.steps=N")
     r.add_argument("--model", default=None, help="override the model of every stage (e.g. tiny for tests)")
     r.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
-                   help="override an experiment setting, e.g. --set eval.num_questions=2 (repeatable)")
-    r.add_argument("--threads", type=int, default=None, help="torch threads")
+                   help="override an experiment setting, e.g. --set task.rollout.g1=2 or --set "
+                        "task_eval_data.longqa.n_docs=[5,10] (repeatable)")
+    r.add_argument("--threads", type=int, default=None, help="torch threads (= --set threads=N)")
     r.add_argument("--runs-dir", default=str(RUNS))
     r.add_argument("--dry-run", action="store_true", help="print the resolved configs and commands only")
     r.add_argument("--no-progress", action="store_true")
@@ -588,27 +821,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--png", default=None)
     args = ap.parse_args(argv)
 
-    from memtrain.errors import MemtrainError
-
     try:
         if args.cmd == "report":
             print(report(Path(args.scale).stem, Path(args.runs_dir), Path(args.results_md),
                          Path(args.png) if args.png else None))
             return 0
-        exp = load_experiment(args.scale, args.sets, args.model, args.steps_memtrain, args.steps_task)
-        if args.threads is not None:
-            exp["threads"] = args.threads
+        sets = [*args.sets, *([f"threads={args.threads}"] if args.threads is not None else [])]
+        exp = load_experiment(args.scale, sets, args.model, args.steps_memtrain, args.steps_task)
         runs = Path(args.runs_dir)
         if args.dry_run:
-            resolved = resolve(exp, args.arm, args.seed, runs)
-            print(json.dumps(resolved, indent=2, sort_keys=True, default=str))
-            for st in resolved["stages"]:
-                print(f"# {st['kind']} stage (arm {st['owner']}{', reused' if st['reused'] else ''}):\n"
-                      f"{st['command']}")
-            print(f"# eval: {resolved['eval']['model']} on {resolved['eval']['longqa']['num_questions']} "
-                  f"questions × n_docs {resolved['eval']['longqa']['n_docs']} + "
-                  f"{resolved['eval']['proxy']['n_tasks']} proxy tasks -> "
-                  f"{run_dir(exp, args.arm, args.seed, runs) / 'eval'}")
+            dry_run(exp, args.arm, args.seed, runs)
             return 0
         out = run_arm(exp, args.arm, args.seed, runs, progress=not args.no_progress)
         print(f"headline: arm {args.arm} seed {args.seed} done: {out}")

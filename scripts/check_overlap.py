@@ -1,18 +1,22 @@
 """Prove that training data never contains an evaluation question or any of its paragraphs.
 
-    python scripts/check_overlap.py --train DIR_OR_FILE... --eval DIR_OR_FILE... [--data HOTPOTQA.jsonl]
-    python scripts/check_overlap.py --headline [--scale cpu] [--seed 0]
+    python scripts/check_overlap.py TRAIN_DIR EVAL_DIR [--data QA_FILE]
+    python scripts/check_overlap.py --train DIR_OR_FILE... --eval DIR_OR_FILE... [--data QA_FILE]
+    python scripts/check_overlap.py --headline SCALE [--runs-dir experiments/runs]
 
-Inputs are MemTask shards (a build folder or ``.jsonl``/``.parquet`` files, as written by ``memtrain data
-build`` or the long-QA builders) or evaluation ``results.jsonl`` files (rows with ``question_id``), or
-folders holding a ``results.jsonl``. An evaluation question's paragraphs are its gold documents (from the
-tasks' ``meta``) plus, when the question is found in ``--data``, every paragraph its source record ships
-with (gold and the record's own distractors) — the set ``Split.eval_keys`` excludes from training.
+Inputs are task sets (folders written by ``memtrain data build``, e.g. long QA with ``split=train`` and
+``split=eval``), loose MemTask shards (``.jsonl``/``.parquet`` files or folders of them), evaluation
+``results.jsonl`` files (rows with ``question_id``), or folders holding a ``results.jsonl``. An evaluation
+question's paragraphs are its gold documents (from the tasks' ``meta``) plus, when the question is found in
+the questions file, every paragraph its source record ships with (gold and the record's own distractors) —
+the set ``Split.eval_keys`` excludes from training. The questions file is ``--data``, else the one the
+evaluation task set's manifest names, else the 500-question HotpotQA file in ../shared/data.
 
 Exit status: 0 clean; 1 when a training task is an evaluation question, or reads an evaluation question's
 paragraph anywhere in its document (offending ids and titles are printed); 2 on bad input.
-``--headline`` builds the headline experiment's resolved train (task-RL stage) and eval sets in process,
-without training, and checks them.
+``--headline SCALE`` checks the headline experiment's two long-QA task sets on disk, exactly the folders its
+task-RL stage trains on and every arm is evaluated on (``runs/<SCALE>/_data/task_train`` and
+``task_eval``), building them first (as ``experiments/headline.py run`` would) where they are missing.
 """
 
 from __future__ import annotations
@@ -26,6 +30,7 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parents[1]
+DEFAULT_DATA = ROOT / ".." / "shared" / "data" / "hotpotqa" / "ircot_hotpotqa_dev_subsampled500.jsonl"
 
 
 @dataclass
@@ -34,6 +39,7 @@ class Side:
 
     tasks: list[Any] = field(default_factory=list)
     question_ids: set[str] = field(default_factory=set)
+    manifests: list[Any] = field(default_factory=list)  # of the task sets among the inputs
 
 
 def _rows(path: Path) -> list[dict[str, Any]]:
@@ -69,14 +75,21 @@ def _files(spec: str) -> list[Path]:
     raise MemtrainError(f"{p}: no such file or folder")
 
 
-def load_side(specs: Iterable[str]) -> Side:
-    """MemTasks and result rows from files/folders (a row is a task if it has chunks, else a result)."""
+def load_side(specs: Iterable[str | Path]) -> Side:
+    """MemTasks and result rows from task sets, files and folders (a row is a task if it has chunks, else a
+    result). A folder with a ``manifest.json`` is read as a task set: it must be a complete build."""
     from memtrain.errors import MemtrainError
     from memtrain.records import MemTask
+    from memtrain.tasks.taskset import MANIFEST, open_taskset
 
     side = Side()
     for spec in specs:
-        for f in _files(spec):
+        if (Path(spec) / MANIFEST).is_file():
+            ts = open_taskset(spec)
+            side.tasks.extend(ts.tasks)
+            side.manifests.append(ts.manifest)
+            continue
+        for f in _files(str(spec)):
             for i, row in enumerate(_rows(f), 1):
                 if "chunks" in row and "problem" in row:
                     side.tasks.append(MemTask.from_dict(row))
@@ -88,13 +101,22 @@ def load_side(specs: Iterable[str]) -> Side:
     return side
 
 
-def question_paragraphs(data: Path | None) -> dict[str, set[str]]:
-    """question id -> keys of every paragraph its HotpotQA record ships with (empty when no data)."""
+def questions_file(evaluation: Side) -> tuple[Path, str] | None:
+    """(questions file, source) named by the evaluation side's long-QA task set, if any."""
+    for m in evaluation.manifests:
+        lq = m.config.get("longqa") or {}
+        if m.kind == "longqa" and m.sources:
+            return Path(m.sources[0].path), str(lq.get("source", "hotpotqa"))
+    return None
+
+
+def question_paragraphs(data: Path | None, source: str = "hotpotqa") -> dict[str, set[str]]:
+    """question id -> keys of every paragraph its source record ships with (empty when no data)."""
     if data is None or not data.is_file():
         return {}
-    from memtrain.tasks.longqa import load_hotpotqa
+    from memtrain.tasks.longqa import load_source
 
-    items, _ = load_hotpotqa(data)
+    items, _ = load_source(source, data)
     return {it.qid: it.context_keys | {d.key for d in it.gold} for it in items}
 
 
@@ -122,6 +144,12 @@ def report(leaks: dict[str, list[str]], train: Side, evaluation: Side, out: Any 
     out = out or sys.stdout
     tr = f"{len(train.tasks)} train tasks + {len(train.question_ids)} train result ids"
     ev = f"{len(evaluation.tasks)} eval tasks + {len(evaluation.question_ids)} eval result ids"
+    for name, side in (("train", train), ("eval", evaluation)):
+        for m in side.manifests:
+            lq = m.config.get("longqa") or {}
+            split = (f" (split {m.split} of eval_fraction {lq.get('eval_fraction')}, split_seed "
+                     f"{lq.get('split_seed')})" if m.kind == "longqa" else "")
+            print(f"check_overlap: {name}: {m.describe()}{split}", file=out)
     if not any(leaks.values()):
         print(f"check_overlap: clean ({tr} vs {ev}): no shared question and no evaluation paragraph in "
               "training documents", file=out)
@@ -137,41 +165,59 @@ def report(leaks: dict[str, list[str]], train: Side, evaluation: Side, out: Any 
     return 1
 
 
-def headline_sides(scale: str, seed: int = 0) -> tuple[Side, Side, Path]:
-    """The headline experiment's task-RL training tasks and evaluation tasks, built in process."""
+def headline_sides(scale: str, runs: Path | None = None) -> tuple[Side, Side, Path, str]:
+    """The headline experiment's task-RL training set and evaluation set, from disk (built if missing)."""
     sys.path.insert(0, str(ROOT / "experiments"))
     import headline
 
-    from memtrain.models import load_tokenizer
-
     exp = headline.load_experiment(scale)
-    train = headline.task_train_tasks(exp, seed)
-    evaluation = headline.eval_tasks(exp, load_tokenizer(exp["model"]))
-    return Side(train), Side(evaluation), Path(headline._abs(exp["eval"]["data_file"]))
+    dirs = headline.ensure_tasksets(exp, ["task_train", "task_eval"], runs or headline.RUNS, progress=False)
+    sets = headline.data_configs(exp, runs or headline.RUNS)
+    lq = sets["task_eval"].longqa
+    return load_side([dirs["task_train"]]), load_side([dirs["task_eval"]]), lq.data_path(), lq.source
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--train", nargs="+", default=[], help="training MemTask shards/folders or results")
-    ap.add_argument("--eval", nargs="+", default=[], help="evaluation tasks or results.jsonl")
-    ap.add_argument("--data", default=str(ROOT / ".." / "shared" / "data" / "hotpotqa" /
-                                          "ircot_hotpotqa_dev_subsampled500.jsonl"),
-                    help="HotpotQA file to look evaluation question ids up in (their own paragraphs)")
-    ap.add_argument("--headline", action="store_true", help="check the headline experiment's resolved sets")
-    ap.add_argument("--scale", default="cpu", help="headline scale (experiments/configs/<scale>.yaml)")
-    ap.add_argument("--seed", type=int, default=0, help="headline training seed")
+    ap.add_argument("sets", nargs="*", metavar="TRAIN_DIR EVAL_DIR",
+                    help="a training and an evaluation task set (or shard / results files)")
+    ap.add_argument("--train", nargs="+", default=[], help="training task sets, MemTask shards or results")
+    ap.add_argument("--eval", nargs="+", default=[], help="evaluation task sets, tasks or results.jsonl")
+    ap.add_argument("--data", default=None,
+                    help="questions file to look evaluation question ids up in (their own paragraphs); "
+                         "default: the evaluation task set's, else " + str(DEFAULT_DATA))
+    ap.add_argument("--source", default="hotpotqa", help="format of --data: hotpotqa | squad | narrativeqa")
+    ap.add_argument("--headline", nargs="?", const="", default=None, metavar="SCALE",
+                    help="check the headline experiment's task sets of SCALE "
+                         "(experiments/configs/<SCALE>.yaml)")
+    ap.add_argument("--scale", default="cpu", help="headline scale when --headline is given without one")
+    ap.add_argument("--runs-dir", default=None, help="headline runs folder (default: experiments/runs)")
     args = ap.parse_args(argv)
 
     from memtrain.errors import MemtrainError
 
     try:
-        if args.headline:
-            train, evaluation, data = headline_sides(args.scale, args.seed)
+        source = args.source
+        if args.headline is not None:
+            if args.sets or args.train or args.eval:
+                ap.error("--headline checks the experiment's own task sets; give no other inputs")
+            runs = Path(args.runs_dir) if args.runs_dir else None
+            train, evaluation, data, source = headline_sides(args.headline or args.scale, runs)
         else:
-            if not args.train or not args.eval:
-                ap.error("give --train and --eval, or --headline")
-            train, evaluation, data = load_side(args.train), load_side(args.eval), Path(args.data)
-        leaks = find_leaks(train, evaluation, question_paragraphs(data))
+            if args.sets and (args.train or args.eval or len(args.sets) != 2):
+                ap.error("give TRAIN_DIR EVAL_DIR, or --train ... --eval ...")
+            train_specs, eval_specs = (args.sets[:1], args.sets[1:]) if args.sets else (args.train, args.eval)
+            if not train_specs or not eval_specs:
+                ap.error("give TRAIN_DIR EVAL_DIR, --train ... --eval ..., or --headline SCALE")
+            train, evaluation = load_side(train_specs), load_side(eval_specs)
+            named = questions_file(evaluation)
+            if args.data:
+                data = Path(args.data)
+            elif named:
+                data, source = named
+            else:
+                data = DEFAULT_DATA
+        leaks = find_leaks(train, evaluation, question_paragraphs(data, source))
         return report(leaks, train, evaluation)
     except MemtrainError as e:
         print(f"check_overlap: error: {e}", file=sys.stderr)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import sys
 from pathlib import Path
@@ -31,13 +32,39 @@ def test_dry_run_resolves_every_arm(exp, tmp_path, capsys):
         out = capsys.readouterr().out
         n_stages = len(headline.STAGES[arm])
         assert sum(ln.startswith("memtrain train ") for ln in out.splitlines()) == n_stages
+        assert sum(ln.startswith("memtrain eval ") for ln in out.splitlines()) == 1
+        assert sum(ln.startswith("memtrain data build ") for ln in out.splitlines()) == len(
+            headline.needed_sets(exp, arm))
         assert "# eval:" in out
     assert not any(tmp_path.iterdir())  # a dry run writes nothing
 
 
+def test_dry_run_commands_load_exactly_the_resolved_configs(exp, tmp_path):
+    """Each printed ``memtrain <verb> [PRESET] key=value ...`` line gives back the config the driver runs."""
+    import shlex
+
+    from memtrain.config import load_config, to_dict
+    from memtrain.recipes.build_tasks import BuildConfig
+    from memtrain.recipes.evaluate import EvalConfig
+    from memtrain.rl.config import TrainConfig
+
+    r = headline.resolve(exp, "D", 3, tmp_path)
+    items = [(d["command"], d["config"], BuildConfig, "data", 3) for d in r["data"].values()]
+    items += [(st["command"], st["config"], TrainConfig, "train", 2) for st in r["stages"]]
+    items += [(r["eval"]["longqa"]["command"], r["eval"]["longqa"]["config"], EvalConfig, "eval", 2)]
+    assert len(items) == 3 + 2 + 1
+    for line, config, cls, recipe, n_verb in items:
+        words = shlex.split(line)[n_verb:]
+        preset = words[0] if words and "=" not in words[0] else None
+        overrides = words[1:] if preset else words
+        assert preset is not None  # every section starts from a packaged preset
+        assert json.loads(json.dumps(to_dict(load_config(cls, recipe, preset, overrides)))) == \
+            json.loads(json.dumps(config)), line
+
+
 def test_arm_configs_differ_only_in_the_stage_under_test(exp, tmp_path):
     r = {arm: headline.resolve(exp, arm, 3, tmp_path) for arm in headline.ARMS}
-    assert r["A"]["stages"] == [] and r["A"]["eval"]["model"] == exp["model"]
+    assert r["A"]["stages"] == [] and r["A"]["eval"]["model"] == exp.model
     b = _stages(r["B"])[("memtrain", "B")]["config"]
     d = _stages(r["D"])
     # D reuses B's MemTrain stage (same config, same folder) and starts task RL from B's final model
@@ -62,26 +89,91 @@ def test_arm_configs_differ_only_in_the_stage_under_test(exp, tmp_path):
         return {**cfg, "out_dir": None, "model": {**cfg["model"], "init_from": None}}
 
     assert same(c_task) == same(d_task) == same(e[("task", "E")]["config"])
-    assert c_task["steps"] == exp["task"]["steps"] and c_task["batch_size"] == d_task["batch_size"]
-    # the task split is pinned to the evaluation split whatever the training seed
-    assert c_task["data"]["split_seed"] == exp["eval"]["split_seed"] and c_task["seed"] == 3
-    # every arm is evaluated the same way
-    evals = [{k: v for k, v in r[a]["eval"].items() if k != "model"} for a in headline.ARMS]
+    assert c_task["steps"] == exp.task.steps and c_task["batch_size"] == d_task["batch_size"]
+    # the task set is the train side of the evaluation's split, whatever the training seed
+    data = r["C"]["data"]
+    assert c_task["data"]["tasks_dir"] == data["task_train"]["config"]["out"] and c_task["seed"] == 3
+    assert c_task["data"]["eval_tasks_dir"] == data["task_eval"]["config"]["out"]
+    train_lq, eval_lq = data["task_train"]["config"]["longqa"], data["task_eval"]["config"]["longqa"]
+    assert (train_lq["split"], eval_lq["split"]) == ("train", "eval")
+    assert all(train_lq[k] == eval_lq[k] for k in ("path", "eval_fraction", "split_seed"))
+    assert r["C"]["data"] == r["D"]["data"] and "task_train" not in r["A"]["data"]
+    # every arm is evaluated the same way, on the same task sets
+    def evaluation(ev):
+        cfg = {k: v for k, v in ev["longqa"]["config"].items() if k not in ("model", "out", "label")}
+        proxy = {k: v for k, v in ev["proxy"].items() if k != "out"}
+        return cfg, proxy
+
+    evals = [evaluation(r[a]["eval"]) for a in headline.ARMS]
     assert all(ev == evals[0] for ev in evals)
-    assert evals[0]["longqa"]["agent"]["chunk_tokens"] == c_task["agent"]["chunk_tokens"] == b["agent"][
+    assert evals[0][0]["agent"]["chunk_tokens"] == c_task["agent"]["chunk_tokens"] == b["agent"][
         "chunk_tokens"]
+    assert evals[0][0]["tasks_dir"] == data["task_eval"]["config"]["out"]
+    assert evals[0][1]["tasks_dir"] == b["data"]["tasks_dir"] == r["A"]["data"]["e2e"]["config"]["out"]
+
+
+def test_load_experiment_gives_typed_configs_that_read_the_driver_task_sets(exp, tmp_path):
+    from memtrain.agent.loop import AgentConfig
+    from memtrain.recipes.build_tasks import BuildConfig
+    from memtrain.rl.config import TrainConfig
+
+    assert isinstance(exp, headline.ExperimentConfig) and isinstance(exp.agent, AgentConfig)
+    assert all(isinstance(c, BuildConfig) for c in (exp.e2e_data, exp.task_train_data, exp.task_eval_data))
+    assert isinstance(exp.memtrain, TrainConfig) and isinstance(exp.task, TrainConfig)
+    sets = headline.data_configs(exp, tmp_path)
+    assert {n: c.out for n, c in sets.items()} == {n: str(tmp_path / "cpu" / "_data" / n)
+                                                  for n in headline.TASK_SETS}
+    assert all(c.tokenizer == exp.model for c in sets.values())  # chunked with the experiment model
+    assert [c.kind for c in sets.values()] == ["e2e", "longqa", "longqa"]
+    mem = headline.stage_config(exp, "memtrain", "B", 0, tmp_path)
+    task = headline.stage_config(exp, "task", "C", 0, tmp_path)
+    assert mem.data.tasks_dir == sets["e2e"].out and mem.data.eval_tasks_dir is None
+    assert task.data.tasks_dir == sets["task_train"].out and task.data.eval_tasks_dir == sets["task_eval"].out
+    assert headline.eval_config(exp, "A", 0, tmp_path).tasks_dir == sets["task_eval"].out
+    # one chunk size: the shared agent's, in every task set and every stage
+    assert (sets["e2e"].e2e.chunk_tokens == sets["task_train"].longqa.chunk_tokens
+            == sets["task_eval"].longqa.chunk_tokens == mem.agent.chunk_tokens == task.agent.chunk_tokens
+            == exp.agent.chunk_tokens)
+    # the packaged presets come through where the experiment does not change them
+    assert mem.rollout.reward == "sub_em" and mem.data.eval_size == 16 and sets["e2e"].num_tasks == 120
+    # another model: its own tokenizer everywhere (tiny is built with SmolLM2's)
+    qwen = headline.load_experiment("cpu", model="Qwen/Qwen2.5-7B-Instruct")
+    assert {c.tokenizer for c in headline.data_configs(qwen, tmp_path).values()} == {
+        "Qwen/Qwen2.5-7B-Instruct"}
+    tiny = headline.load_experiment("cpu", model="tiny")
+    assert {c.tokenizer for c in headline.data_configs(tiny, tmp_path).values()} == {"tiny"}
+
+
+def test_paper_scales_point_at_the_paper_presets(tmp_path):
+    for scale, model in (("paper", "Qwen/Qwen3-4B-Instruct-2507"),
+                         ("paper_qwen25_7b", "Qwen/Qwen2.5-7B-Instruct")):
+        exp = headline.load_experiment(scale)
+        assert exp.model == model and exp.eval.engine.kind == "vllm" and exp.memtrain.engine.kind == "vllm"
+        assert (exp.memtrain.steps, exp.task.steps, exp.memtrain.optim.lr, exp.memtrain.rollout.g1) == (
+            300, 500, 1e-6, 8)
+        assert exp.e2e_data.num_tasks == 30000 and exp.e2e_data.e2e.n_random == 120
+        assert exp.task_eval_data.longqa.n_docs[-1] == 6400 and exp.task_train_data.longqa.n_docs == [200]
+        r = headline.resolve(exp, "D", 0, tmp_path)
+        assert {d["config"]["tokenizer"] for d in r["data"].values()} == {model}
+
+
+def test_a_split_mismatch_between_task_sets_is_refused():
+    from memtrain.errors import MemtrainError
+
+    with pytest.raises(MemtrainError, match="same question split"):
+        headline.load_experiment("cpu", ["task_train_data.longqa.split_seed=1"])
 
 
 def test_overrides_reach_the_stage_configs(tmp_path):
-    exp = headline.load_experiment("cpu", ["task.set.rollout.g1=2", "eval.n_docs=[2,3]"], model="tiny",
-                                   steps_memtrain=7, steps_task=5)
+    exp = headline.load_experiment("cpu", ["task.rollout.g1=2", "task_eval_data.longqa.n_docs=[2,3]"],
+                                   model="tiny", steps_memtrain=7, steps_task=5)
     r = headline.resolve(exp, "D", 0, tmp_path)
     st = _stages(r)
     assert st[("task", "D")]["config"]["rollout"]["g1"] == 2
     assert st[("task", "D")]["config"]["rollout"]["temperature"] > 0  # the rest of the section is kept
     assert st[("task", "D")]["config"]["steps"] == 5 and st[("memtrain", "B")]["config"]["steps"] == 7
     assert st[("memtrain", "B")]["config"]["model"]["name"] == "tiny"
-    assert r["eval"]["longqa"]["n_docs"] == [2, 3]
+    assert r["data"]["task_eval"]["config"]["longqa"]["n_docs"] == [2, 3]
 
 
 def test_unknown_scale_is_a_clear_error(capsys):
@@ -92,13 +184,14 @@ def test_unknown_scale_is_a_clear_error(capsys):
 TINY = [
     "--model", "tiny", "--steps-task", "1", "--no-progress",
     "--set", "agent.chunk_tokens=128", "--set", "agent.memory_tokens=12", "--set", "agent.answer_tokens=6",
-    "--set", "eval.num_questions=2", "--set", "eval.n_docs=[2,3]", "--set", "eval.proxy_tasks=2",
-    "--set", "eval.batch_size=4", "--set", "e2e_data.num_tasks=6", "--set", "e2e_data.eval_size=2",
-    "--set", "task.set.batch_size=1", "--set", "task.set.rollout.g1=2", "--set", "task.set.loss.kl_coef=0",
-    "--set", "task.set.data.longqa.num_questions=2", "--set", "task.set.data.longqa.n_docs=[2]",
-    "--set", "task.set.data.eval_size=1", "--set", "task.set.eval_docs=1", "--set", "task.set.save_every=0",
-    "--set", "task.set.eval_every=0", "--set", "task.set.log.tensorboard=false",
-    "--set", "task.set.log.progress=false", "--set", "task.set.gradient_checkpointing=false",
+    "--set", "task_eval_data.longqa.num_questions=3", "--set", "eval.num_questions=2",
+    "--set", "task_eval_data.longqa.n_docs=[2,3]", "--set", "proxy_tasks=2",
+    "--set", "eval.batch_size=4", "--set", "e2e_data.num_tasks=6", "--set", "memtrain.data.eval_size=2",
+    "--set", "task.batch_size=1", "--set", "task.rollout.g1=2", "--set", "task.loss.kl_coef=0",
+    "--set", "task_train_data.longqa.num_questions=2", "--set", "task_train_data.longqa.n_docs=[2]",
+    "--set", "task.eval_docs=1", "--set", "task.save_every=0",
+    "--set", "task.eval_every=0", "--set", "task.log.tensorboard=false",
+    "--set", "task.log.progress=false", "--set", "task.gradient_checkpointing=false",
 ]
 
 
@@ -163,14 +256,20 @@ def test_report_without_runs_is_a_clear_error(tmp_path, capsys):
 
 def test_a_variant_config_inherits_everything_but_what_it_sets(exp):
     short = headline.load_experiment("cpu_short")
-    assert short["scale"] == "cpu_short" and "base" not in short
-    assert short["memtrain"]["steps"] == short["task"]["steps"] == 8
-    # nested sections merge: the task stage keeps the base's data settings beside the new ones
-    assert short["task"]["set"]["data.longqa.n_docs"] == exp["task"]["set"]["data.longqa.n_docs"]
-    assert short["task"]["set"]["rollout.reward"] == "f1"
-    assert short["agent"] == {**exp["agent"], "memory_tokens": 64}
-    for key in ("eval", "e2e_data", "model"):
-        assert short[key] == exp[key]
+    assert short.scale == "cpu_short"
+    assert short.memtrain.steps == short.task.steps == 8
+    # nested sections merge: the task stage keeps the base's (and its preset's) settings beside the new ones
+    assert short.task.rollout.reward == "f1"
+    assert short.task.rollout.temperature == exp.task.rollout.temperature
+    assert short.task.batch_size == 4 and short.task.optim == exp.task.optim
+    assert short.agent == dataclasses.replace(exp.agent, memory_tokens=64)
+    # the shared agent reaches every stage and the evaluation alike
+    for a, b in ((short.memtrain.agent, exp.memtrain.agent), (short.task.agent, exp.task.agent),
+                 (short.eval.agent, exp.eval.agent)):
+        assert a == dataclasses.replace(b, memory_tokens=64)
+    assert short.eval == dataclasses.replace(exp.eval, agent=short.eval.agent)
+    for key in ("e2e_data", "task_train_data", "task_eval_data", "model", "proxy_tasks"):
+        assert getattr(short, key) == getattr(exp, key)
 
 
 def test_training_summary_counts_signal_and_skipped_updates():

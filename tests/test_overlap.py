@@ -38,10 +38,64 @@ def _sets(hotpot, tokenizer, tmp_path):
     return ev_q, tr_q, ev, tr
 
 
-def test_headline_split_is_clean(shared_data, capsys):
-    assert check_overlap.main(["--headline", "--scale", "cpu"]) == 0
+def test_headline_split_is_clean(shared_data, tmp_path, capsys):
+    """The headline's two long-QA task sets, on disk where the driver puts them, share nothing."""
+    assert check_overlap.main(["--headline", "cpu", "--runs-dir", str(tmp_path)]) == 0
     out = capsys.readouterr().out
     assert "clean" in out and "200 train tasks" in out
+    data = tmp_path / "cpu" / "_data"
+    assert all((data / name / "manifest.json").is_file() for name in ("task_train", "task_eval"))
+    # the old spelling still works and reads the same (already built) sets
+    assert check_overlap.main(["--headline", "--scale", "cpu", "--runs-dir", str(tmp_path)]) == 0
+    assert "200 train tasks" in capsys.readouterr().out
+
+
+def _build(out: Path, split: str, n_docs: list[int], path: Path, num_questions: int = 4) -> Path:
+    from memtrain.recipes.build_tasks import BuildConfig, build
+    from memtrain.tasks.longqa import LongQAConfig
+
+    lq = LongQAConfig(path=str(path), split=split, n_docs=n_docs, num_questions=num_questions,
+                      chunk_tokens=256)
+    build(BuildConfig(kind="longqa", out=str(out), longqa=lq, progress=False))
+    return out
+
+
+def test_two_task_sets_on_disk(hotpot, tokenizer, tmp_path, capsys):
+    """TRAIN_DIR EVAL_DIR: the two sides of one split are disjoint; an unsplit set is caught."""
+    from memtrain.tasks.taskset import load_tasks
+
+    path, split, pool = hotpot
+    ev = _build(tmp_path / "eval", "eval", [4], path)
+    assert check_overlap.main([str(_build(tmp_path / "train", "train", [6], path)), str(ev)]) == 0
+    out = capsys.readouterr().out
+    assert "clean" in out and "4 train tasks" in out and "split train" in out and "split eval" in out
+
+    # every question of the file (split=all) holds the evaluation questions: caught by id
+    everything = _build(tmp_path / "all", "all", [2], path, num_questions=0)
+    assert check_overlap.main([str(everything), str(ev)]) == 1
+    out = capsys.readouterr().out
+    eval_qids = sorted({t.meta["question_id"] for t in load_tasks(ev)})
+    assert "LEAK" in out and eval_qids[0] in out
+
+    # an eval question's own (non-gold) paragraph as a training distractor: only its source record shows
+    # it, and the eval set's manifest names that file, so no --data is needed
+    ev_q = next(q for q in split.eval if q.qid == eval_qids[0])
+    own = sorted(ev_q.context_keys - {d.key for d in ev_q.gold})[0]
+    own_doc = next(d for d in pool if d.key == own)
+    tr_q = split.train[0]
+    distractors = [own_doc, *longqa.distractor_order(tr_q, pool, 0, split.eval_keys)]
+    bad = _write(tmp_path / "bad.jsonl", [longqa.build_task(tr_q, distractors, 6, tokenizer, 256, seed=0)])
+    assert check_overlap.main([str(bad), str(ev)]) == 1
+    assert own in capsys.readouterr().out
+
+
+def test_an_unfinished_task_set_is_refused(hotpot, tmp_path, capsys):
+    path, _, _ = hotpot
+    ev = _build(tmp_path / "eval", "eval", [4], path)
+    manifest = json.loads((ev / "manifest.json").read_text())
+    (ev / "manifest.json").write_text(json.dumps({**manifest, "complete": False}))
+    assert check_overlap.main([str(ev), str(ev)]) == 2
+    assert "did not finish" in capsys.readouterr().err
 
 
 def test_clean_sets_pass_and_a_planted_gold_paragraph_is_caught(hotpot, tokenizer, tmp_path, capsys):
