@@ -40,7 +40,7 @@ def read_document(path: str | Path) -> str:
     """The text of ``path``; missing, unreadable, non-UTF-8 or empty files are MemtrainErrors naming it."""
     p = Path(path)
     if not p.is_file():
-        raise MemtrainError(f"document {str(p)!r} is not a file; pass doc=PATH (a UTF-8 text file)")
+        raise MemtrainError(f"document {str(p)!r} does not exist or is not a file; pass doc=PATH")
     try:
         text = p.read_text(encoding="utf-8")
     except UnicodeDecodeError as e:
