@@ -147,6 +147,7 @@ class Completion:
     prompt_ids: list[int]
     completion_ids: list[int]
     finish_reason: str
+    logprobs: list[float] | None = None  # the sampler's log-prob of each completion token, if reported
 
 
 @dataclass
@@ -211,3 +212,5 @@ class Row:
     advantage: float
     kind: str  # update | final | imr
     truncated: bool = False  # finish_reason == "length"
+    doc: int = 0  # the batch document it belongs to (PPO mini-batches are cut by document)
+    sampler_logprobs: list[float] | None = None  # the engine's log-probs of completion_ids, if reported

@@ -26,6 +26,7 @@ from memtrain.errors import MemtrainError
 from memtrain.progress import progress_bar
 from memtrain.records import Completion, MemTask, Trajectory, Turn
 from memtrain.scoring import ANSWER_MODES, extract_answer
+from memtrain.seeds import derive_seed
 from memtrain.tasks.chunking import chunk_text
 
 
@@ -96,8 +97,10 @@ def run_memory_agent(
 ) -> list[Trajectory]:
     """Read every task's chunks with a bounded memory, then answer; one engine call per step.
 
-    ``sampling.max_new_tokens`` is overridden per turn by the memory and answer budgets; when
-    ``sampling.seed`` is set, step t uses seed + t so steps differ but reruns are identical.
+    ``sampling.max_new_tokens`` is overridden per turn by the memory and answer budgets. When
+    ``sampling.seed`` is set, every conversation gets its own seed, derived from (seed, task id, which copy
+    of that task in the call, step): copies of one document (a GRPO group) sample independently on engines
+    that seed each request (vLLM, OpenAI-compatible servers), steps differ, and reruns are identical.
     """
     memories = [[prompts.NO_MEMORY] for _ in tasks]
     turns: list[list[Turn]] = [[] for _ in tasks]
@@ -105,10 +108,15 @@ def run_memory_agent(
     n_steps = max((len(c) for c in chunks), default=0)
     bar = progress_bar(total=n_steps + 1, desc="memory agent", unit="step", disable=not progress, leave=False)
 
+    copy: dict[str, int] = {}
+    keys = []  # "task id|copy index": distinct for the G copies of a document, independent of the batch
+    for task in tasks:
+        keys.append(f"{task.id}|{copy.get(task.id, 0)}")
+        copy[task.id] = copy.get(task.id, 0) + 1
+
     def step(kind: str, t: int, rows: list[int], convs: list[list[dict[str, str]]], budget: int) -> None:
-        s = dataclasses.replace(
-            sampling, max_new_tokens=budget, seed=None if sampling.seed is None else sampling.seed + t
-        )
+        seeds = None if sampling.seed is None else [derive_seed(sampling.seed, keys[i], t) for i in rows]
+        s = dataclasses.replace(sampling, max_new_tokens=budget, seeds=seeds)
         start = time.perf_counter()
         comps = engine.generate(convs, s)
         seconds = time.perf_counter() - start

@@ -82,9 +82,10 @@ class OpenAIEngine:
         if not conversations:
             return []
         if len(conversations) == 1:
-            return [self._complete(conversations[0], sampling)]
+            return [self._complete(conversations[0], sampling.per(0))]
         with ThreadPoolExecutor(max_workers=min(self.concurrency, len(conversations))) as pool:
-            return list(pool.map(lambda c: self._complete(c, sampling), conversations))
+            return list(pool.map(lambda i: self._complete(conversations[i], sampling.per(i)),
+                                 range(len(conversations))))
 
     def _headers(self) -> dict[str, str]:
         key = os.environ.get(self.api_key_env) if self.api_key_env else None

@@ -74,7 +74,8 @@ class VLLMEngine:
             inputs: list[Any] = [TokensPrompt(prompt_token_ids=p) for p in prompts]
         except ImportError:  # very old vLLM
             inputs = [{"prompt_token_ids": p} for p in prompts]
-        outputs = self.llm.generate(inputs, self._params(sampling), use_tqdm=False)
+        params = [self._params(sampling.per(i)) for i in range(len(inputs))]  # a seed per request
+        outputs = self.llm.generate(inputs, params, use_tqdm=False)
         results = []
         for p, out in zip(prompts, outputs, strict=True):
             o = out.outputs[0]

@@ -20,7 +20,6 @@ question of the chosen split at every length of ``longqa.n_docs``, in shards, wi
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import math
@@ -39,6 +38,7 @@ from memtrain.config import option
 from memtrain.errors import MemtrainError
 from memtrain.io import atomic_open, write_json
 from memtrain.records import MemTask, Passage
+from memtrain.seeds import derive_seed
 from memtrain.tasks.chunking import resolve_tokenizer, tokenizer_fingerprint
 from memtrain.tasks.e2e import DropReason, E2EConfig, PassagePool, build_e2e_task
 from memtrain.tasks.longqa import LongQAConfig
@@ -106,11 +106,6 @@ class BuildConfig:
                 d.pop(k)
         d["builder_version"] = BUILDER_VERSION
         return d
-
-
-def derive_seed(*parts: Any) -> int:
-    """A 64-bit seed from any values, stable across processes and Python versions (unlike ``hash``)."""
-    return int.from_bytes(hashlib.sha256(repr(parts).encode()).digest()[:8], "little")
 
 
 # ---------------------------------------------------------------------------------------------- the recipe

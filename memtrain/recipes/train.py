@@ -42,6 +42,7 @@ from memtrain.rl.rows import build_rows
 from memtrain.rl.trainer import (
     MetricsLog,
     autocast,
+    check_update_precision,
     load_policy,
     peak_rss_gib,
     plot_rewards,
@@ -71,6 +72,7 @@ def train(cfg: TrainConfig) -> Path:
     # set-up: model, task sets (checked against the tokenizer and budgets), reference, optimizer, engine
     say(f"loading {cfg.model.init_from or cfg.model.name}")
     model, tok = load_policy(cfg)
+    check_update_precision(model, cfg.optim.lr)
     train_tasks, held_out, agent = load_data(cfg, tok)
     cfg = dataclasses.replace(cfg, agent=agent)  # budgets adopted from the task set are part of the run
     say(f"{len(train_tasks)} training tasks from {cfg.data.tasks_dir}, {len(held_out)} held out; chunks of "

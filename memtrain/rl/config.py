@@ -78,6 +78,10 @@ class LossConfig:
     adv_scale: Literal["none", "std"] = option("'none' = Dr. GRPO (R - mean); 'std' = GRPO (÷ std)", "none")
     dapo_filter: bool = option("drop groups whose rewards are all equal (DAPO dynamic sampling)", True)
     mask_truncated: bool = option("drop responses cut at the token budget from the loss", False)
+    tis_cap: float | None = option(
+        "truncated importance sampling between the engine's and the trainer's log-probs: weight each "
+        "token by min(p_trainer / p_engine, tis_cap); None = off. Needs an engine that reports log-probs",
+        None)
 
 
 @dataclass
@@ -109,8 +113,12 @@ class TrainConfig:
     log: LogConfig = option("logging", factory=LogConfig)
     steps: int = option("optimizer steps (one batch of documents each)", 300)
     batch_size: int = option("documents per step", 32)
+    mini_batch_size: int | None = option(
+        "documents per optimizer step (PPO mini-batch); batch_size / mini_batch_size steps per rollout "
+        "batch and epoch (None: batch_size, one step)", None)
     micro_batch_size: int = option("conversations per forward/backward pass", 8)
-    ppo_epochs: int = option("passes over each batch's rows (1 = on-policy; ratio is then 1)", 1)
+    ppo_epochs: int = option("passes over each batch's rows (with one mini-batch and one epoch the ratio "
+                             "is 1)", 1)
     bf16: bool = option("bf16 autocast for forward passes (CPU or GPU); weights stay in model.dtype", True)
     gradient_checkpointing: bool = option("recompute activations in backward to save memory", True)
     seed: int = option("seed for data order, IMR choices, sampling and init", 0)
@@ -125,6 +133,11 @@ class TrainConfig:
         for name in ("steps", "batch_size", "micro_batch_size", "ppo_epochs"):
             if getattr(self, name) < 1:
                 raise MemtrainError(f"TrainConfig.{name} must be >= 1, got {getattr(self, name)}")
+        mb = self.mini_batch_size
+        if mb is not None and (mb < 1 or self.batch_size % mb):
+            raise MemtrainError(f"TrainConfig.mini_batch_size={mb} must divide batch_size={self.batch_size}")
+        if self.loss.tis_cap is not None and self.loss.tis_cap <= 0:
+            raise MemtrainError(f"TrainConfig.loss.tis_cap must be > 0, got {self.loss.tis_cap}")
         if self.optim.lr <= 0:
             raise MemtrainError(f"TrainConfig.optim.lr must be > 0, got {self.optim.lr}")
         if self.loss.eps_low < 0 or self.loss.eps_high < 0 or self.loss.eps_low >= 1:

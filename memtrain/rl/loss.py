@@ -86,9 +86,16 @@ def policy_loss(
     kl_coef: float = 1e-3,
     agg: str = "seq-mean-token-mean",
     n_norm: float | None = None,
+    is_weights: torch.Tensor | None = None,
 ) -> LossOutput:
-    """The full per-batch objective: clipped surrogate + ``kl_coef``·k3 KL, aggregated by ``agg``."""
+    """The full per-batch objective: clipped surrogate + ``kl_coef``·k3 KL, aggregated by ``agg``.
+
+    ``is_weights`` (detached, per token) multiply the surrogate: the truncated importance-sampling
+    correction between the engine that sampled and the trainer (:func:`tis_weights`).
+    """
     pg, clipped = clipped_surrogate(logp, old_logp, advantages, eps_low, eps_high)
+    if is_weights is not None:
+        pg = pg * is_weights
     per_token = pg
     kl = torch.zeros((), dtype=logp.dtype, device=logp.device)
     if ref_logp is not None and kl_coef != 0.0:
@@ -102,3 +109,13 @@ def policy_loss(
         kl=kl,
         clip_frac=(clipped * m).sum() / m.sum().clamp(min=1.0),
     )
+
+
+def tis_weights(old_logp: torch.Tensor, sampler_logp: torch.Tensor, cap: float) -> torch.Tensor:
+    """Truncated importance sampling: ``min(π_trainer / π_sampler, cap)`` per token (detached).
+
+    An engine (vLLM, a server) and the trainer never compute exactly the same probabilities (kernels,
+    precision); the ratio reweights each token's gradient to the trainer's policy, capped so that a token
+    the engine found unlikely cannot dominate the batch.
+    """
+    return torch.exp(old_logp - sampler_logp).clamp(max=cap).detach()

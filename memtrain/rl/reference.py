@@ -23,11 +23,11 @@ class ReferencePolicy:
         self.policy = disable_adapter_of
 
     @torch.no_grad()
-    def logprobs(self, batch: Batch) -> torch.Tensor:
+    def logprobs(self, batch: Batch, temperature: float = 1.0) -> torch.Tensor:
         if self.policy is not None:
             with self.policy.disable_adapter():
-                return completion_logprobs(self.policy, batch)
-        return completion_logprobs(self.model, batch)
+                return completion_logprobs(self.policy, batch, temperature)
+        return completion_logprobs(self.model, batch, temperature)
 
 
 def make_reference(policy: Any, kl_coef: float, lora: bool) -> ReferencePolicy | None:

@@ -30,6 +30,7 @@ from memtrain.records import ImrProbe, MemTask, Rollouts
 from memtrain.rl import rewards
 from memtrain.rl.config import RolloutConfig
 from memtrain.scoring import extract_answer, extract_boxed, strict_em
+from memtrain.seeds import derive_seed
 from memtrain.tasks.imr import pick_probe, probe_rng
 
 
@@ -67,9 +68,11 @@ def collect(
     asked = [q for q in imr if q is not None]
     t1 = time.perf_counter()
     if asked:
+        owners = [i for i, q in enumerate(imr) if q is not None]
         convs = [q.messages for q in asked for _ in range(cfg.g2)]
-        s = dataclasses.replace(sampling, max_new_tokens=agent.answer_tokens,
-                                seed=None if sampling.seed is None else sampling.seed + 10_007)
+        seeds = [derive_seed(seed, "imr", tasks[doc_of[i]].id, i % cfg.g1, j) for i in owners
+                 for j in range(cfg.g2)]  # each of the G2 answers samples on its own
+        s = dataclasses.replace(sampling, max_new_tokens=agent.answer_tokens, seeds=seeds)
         comps = engine.generate(convs, s)
         for j, q in enumerate(asked):
             q.completions = comps[j * cfg.g2 : (j + 1) * cfg.g2]

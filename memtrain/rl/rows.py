@@ -32,6 +32,7 @@ class Batch:
     targets: torch.Tensor
     mask: torch.Tensor
     advantages: torch.Tensor
+    sampler_logp: torch.Tensor | None = None  # ``[B, K]`` the engine's log-probs, when every row has them
 
     @property
     def n_tokens(self) -> int:
@@ -56,11 +57,21 @@ def collate(rows: Sequence[Row], pad_id: int, device: torch.device | str = "cpu"
         targets[i, a:b] = torch.tensor(r.completion_ids)
         mask[i, a:b] = 1.0
     adv = torch.tensor([r.advantage for r in rows], dtype=torch.float32)
-    return Batch(ids.to(device), attn.to(device), start, targets.to(device), mask.to(device), adv.to(device))
+    sampler = None
+    if all(r.sampler_logprobs is not None for r in rows):
+        sampler = torch.zeros((len(rows), k), dtype=torch.float32)
+        for i, r in enumerate(rows):
+            a = len(r.prompt_ids) - start
+            sampler[i, a : a + len(r.completion_ids)] = torch.tensor(r.sampler_logprobs)
+        sampler = sampler.to(device)
+    return Batch(ids.to(device), attn.to(device), start, targets.to(device), mask.to(device), adv.to(device),
+                 sampler)
 
 
-def completion_logprobs(model: torch.nn.Module, batch: Batch) -> torch.Tensor:
-    """``[B, K]`` log-probabilities of the target tokens (0 where masked), in fp32.
+def completion_logprobs(model: torch.nn.Module, batch: Batch, temperature: float = 1.0) -> torch.Tensor:
+    """``[B, K]`` log-probabilities of the target tokens (0 where masked), in fp32, under the policy that
+    sampled them: logits divided by the sampling ``temperature`` (as veRL and TRL do; top-p / top-k
+    truncation is not applied, so with top-p < 1 these are the untruncated tempered probabilities).
 
     Only the hidden states of positions ``start−1 .. L−2`` go through the LM head (``logits_to_keep``), so
     prompt tokens cost a forward pass but no vocabulary projection.
@@ -70,6 +81,8 @@ def completion_logprobs(model: torch.nn.Module, batch: Batch) -> torch.Tensor:
     out = model(input_ids=batch.input_ids, attention_mask=batch.attention_mask, logits_to_keep=keep,
                 use_cache=False)
     logits = out.logits.float()
+    if temperature > 0 and temperature != 1.0:
+        logits = logits / temperature
     # gather − logsumexp avoids materialising a second [B, K, V] tensor (log_softmax would)
     logp = logits.gather(-1, batch.targets.unsqueeze(-1)).squeeze(-1) - torch.logsumexp(logits, dim=-1)
     return logp * batch.mask
@@ -100,11 +113,12 @@ def build_rows(rollouts: Rollouts, scale: str = "none", dapo_filter: bool = True
     stats: dict[str, float] = {}
     rows: list[Row] = []
 
-    def add(comp: Completion, adv: float, kind: str) -> None:
+    def add(comp: Completion, adv: float, kind: str, doc: int) -> None:
         truncated = comp.finish_reason == "length"
         if truncated and mask_truncated:
             return
-        rows.append(Row(list(comp.prompt_ids), list(comp.completion_ids), adv, kind, truncated))
+        rows.append(Row(list(comp.prompt_ids), list(comp.completion_ids), adv, kind, truncated, doc,
+                        comp.logprobs))
 
     r_e2e = torch.tensor(rollouts.rewards, dtype=torch.float32).view(n_docs, g1)
     a_e2e = group_advantages(r_e2e, scale)
@@ -115,8 +129,9 @@ def build_rows(rollouts: Rollouts, scale: str = "none", dapo_filter: bool = True
             continue
         advs = broadcast([float(a_e2e[d, i % g1])], [len(tr.turns)])
         for turn, adv in zip(tr.turns, advs, strict=True):
-            add(turn.completion, adv, turn.kind)
+            add(turn.completion, adv, turn.kind, d)
 
+    owner = [rollouts.doc_of[i] for i, q in enumerate(rollouts.imr) if q is not None and q.completions]
     asked = [q for q in rollouts.imr if q is not None and q.completions]
     n_imr_kept = 0
     if asked:
@@ -127,7 +142,7 @@ def build_rows(rollouts: Rollouts, scale: str = "none", dapo_filter: bool = True
         for j, q in enumerate(asked):
             if keep_imr[j]:
                 for c, adv in zip(q.completions, a_imr[j].tolist(), strict=True):
-                    add(c, adv, "imr")
+                    add(c, adv, "imr", owner[j])
 
     advs = [r.advantage for r in rows]
     stats.update({

@@ -29,7 +29,7 @@ from memtrain.progress import progress_bar
 from memtrain.records import Rollouts, Row
 from memtrain.rl import checkpoint as ckpt
 from memtrain.rl.config import TrainConfig
-from memtrain.rl.loss import policy_loss
+from memtrain.rl.loss import policy_loss, tis_weights
 from memtrain.rl.reference import ReferencePolicy
 from memtrain.rl.rows import collate, completion_logprobs, micro_batches
 
@@ -38,61 +38,81 @@ from memtrain.rl.rows import collate, completion_logprobs, micro_batches
 
 def update(model: Any, reference: ReferencePolicy | None, rows: list[Row], optimizer: torch.optim.Optimizer,
            cfg: TrainConfig, step: int, pad_id: int, progress: bool = False) -> dict[str, float]:
-    """``ppo_epochs`` optimizer steps on ``rows``, micro-batched with exact gradient accumulation.
+    """PPO over one rollout batch: its documents cut into mini-batches of ``mini_batch_size``, one optimizer
+    step each, ``ppo_epochs`` times; each step micro-batched with exact gradient accumulation.
 
-    Every micro-batch loss is normalised by the **whole batch's** conversation (or token) count, so the
-    accumulated gradient equals the full-batch gradient whatever ``micro_batch_size`` is.
+    - Log-probs are those of the sampling policy: logits divided by ``rollout.temperature``.
+    - Old log-probs are computed once, before the first step, whenever there is more than one step (with one
+      step the old policy *is* the current one and ``logp.detach()`` equals them). The reference's too.
+    - Every micro-batch loss is normalised by its **mini-batch's** conversation (or token) count, so the
+      accumulated gradient equals the mini-batch gradient whatever ``micro_batch_size`` is.
+    - Logged: the ratio's mean, the clip fraction and veRL's ``ppo_kl`` (mean old − new log-prob).
     """
-    zero = {"loss/total": 0.0, "loss/pg": 0.0, "loss/kl": 0.0, "loss/clip_frac": 0.0, "grad/norm": 0.0,
-            "update/tokens": 0.0, "update/tokens_per_s": 0.0, "update/skipped": 1.0}
+    zero = {"loss/total": 0.0, "loss/pg": 0.0, "loss/kl": 0.0, "loss/clip_frac": 0.0,
+            "loss/ratio_mean": 1.0, "loss/ppo_kl": 0.0, "grad/norm": 0.0, "update/tokens": 0.0,
+            "update/tokens_per_s": 0.0, "update/optimizer_steps": 0.0, "update/skipped": 1.0}
     if not rows:
         return zero
     device = next(model.parameters()).device
-    lc = cfg.loss
-    n_tok = sum(len(r.completion_ids) for r in rows)
-    n_norm = float(len(rows)) if lc.agg == "seq-mean-token-mean" else float(n_tok)
-    batches = [collate(mb, pad_id, device) for mb in micro_batches(rows, cfg.micro_batch_size)]
+    lc, temp = cfg.loss, cfg.rollout.temperature
+    per_step = cfg.mini_batch_size or cfg.batch_size
+    groups = [[r for r in rows if d <= r.doc < d + per_step] for d in range(0, cfg.batch_size, per_step)]
+    groups = [g for g in groups if g]
+    prepared = [[collate(mb, pad_id, device) for mb in micro_batches(g, cfg.micro_batch_size)]
+                for g in groups]
+    n_steps = len(groups) * cfg.ppo_epochs
     start = time.perf_counter()
 
     with torch.no_grad(), autocast(cfg, model):
-        ref_logps = [reference.logprobs(b) for b in batches] if reference is not None else None
-        old_logps = [completion_logprobs(model, b) for b in batches] if cfg.ppo_epochs > 1 else None
+        ref_logps = [[reference.logprobs(b, temp) for b in bs] for bs in prepared] if reference else None
+        old_logps = [[completion_logprobs(model, b, temp) for b in bs] for bs in prepared] if n_steps > 1 \
+            else None
 
     params = [p for p in model.parameters() if p.requires_grad]
-    tot = {"loss/total": 0.0, "loss/pg": 0.0, "loss/kl": 0.0, "clip_tokens": 0.0}
+    tot = {"loss/total": 0.0, "loss/pg": 0.0, "loss/kl": 0.0, "clip": 0.0, "ratio": 0.0, "ppo_kl": 0.0}
     grad_norm = torch.zeros(())
-    bar = progress_bar(total=cfg.ppo_epochs * len(batches), desc="update", unit="micro-batch", leave=False,
-                       disable=not progress)
+    bar = progress_bar(total=cfg.ppo_epochs * sum(map(len, prepared)), desc="update", unit="micro-batch",
+                       leave=False, disable=not progress)
     for _epoch in range(cfg.ppo_epochs):
-        optimizer.zero_grad(set_to_none=True)
-        for i, b in enumerate(batches):
-            bar.update(1)
-            with autocast(cfg, model):
-                logp = completion_logprobs(model, b)
-            old = old_logps[i] if old_logps else logp.detach()
-            ref = ref_logps[i] if ref_logps else None
-            out = policy_loss(logp, old, b.advantages, b.mask, ref, lc.eps_low, lc.eps_high, lc.kl_coef,
-                              lc.agg, n_norm)
-            if not torch.isfinite(out.loss):
-                raise non_finite(cfg, step, "loss", float(out.loss.detach()))
-            out.loss.backward()
-            tot["loss/total"] += float(out.loss.detach())
-            tot["loss/pg"] += float(out.pg_loss)
-            tot["loss/kl"] += float(out.kl)
-            tot["clip_tokens"] += float(out.clip_frac) * b.n_tokens
-        max_norm = cfg.optim.grad_clip if cfg.optim.grad_clip > 0 else float("inf")
-        grad_norm = torch.nn.utils.clip_grad_norm_(params, max_norm)
-        if not torch.isfinite(grad_norm):
-            raise non_finite(cfg, step, "gradient norm", float(grad_norm))
-        optimizer.step()
+        for g, (group, batches) in enumerate(zip(groups, prepared, strict=True)):
+            n_norm = float(len(group)) if lc.agg == "seq-mean-token-mean" else \
+                float(sum(len(r.completion_ids) for r in group))
+            optimizer.zero_grad(set_to_none=True)
+            for i, b in enumerate(batches):
+                bar.update(1)
+                with autocast(cfg, model):
+                    logp = completion_logprobs(model, b, temp)
+                old = old_logps[g][i] if old_logps else logp.detach()
+                ref = ref_logps[g][i] if ref_logps else None
+                tis = lc.tis_cap is not None and b.sampler_logp is not None
+                w = tis_weights(old, b.sampler_logp, lc.tis_cap) if tis else None  # type: ignore[arg-type]
+                out = policy_loss(logp, old, b.advantages, b.mask, ref, lc.eps_low, lc.eps_high, lc.kl_coef,
+                                  lc.agg, n_norm, is_weights=w)
+                if not torch.isfinite(out.loss):
+                    raise non_finite(cfg, step, "loss", float(out.loss.detach()))
+                out.loss.backward()
+                diff = (logp.detach() - old) * b.mask
+                tot["loss/total"] += float(out.loss.detach()) / n_steps
+                tot["loss/pg"] += float(out.pg_loss) / n_steps
+                tot["loss/kl"] += float(out.kl) / n_steps
+                tot["clip"] += float(out.clip_frac) * b.n_tokens
+                tot["ratio"] += float((torch.exp(diff) * b.mask).sum())
+                tot["ppo_kl"] += float(-diff.sum())
+            max_norm = cfg.optim.grad_clip if cfg.optim.grad_clip > 0 else float("inf")
+            grad_norm = torch.nn.utils.clip_grad_norm_(params, max_norm)
+            if not torch.isfinite(grad_norm):
+                raise non_finite(cfg, step, "gradient norm", float(grad_norm))
+            optimizer.step()
     bar.close()
     seconds = time.perf_counter() - start
-    n_tokens = sum(b.n_tokens for b in batches)
-    e = cfg.ppo_epochs
-    return {"loss/total": tot["loss/total"] / e, "loss/pg": tot["loss/pg"] / e, "loss/kl": tot["loss/kl"] / e,
-            "loss/clip_frac": tot["clip_tokens"] / max(n_tokens * e, 1), "grad/norm": float(grad_norm),
-            "update/tokens": float(n_tokens), "update/tokens_per_s": n_tokens * e / max(seconds, 1e-9),
-            "update/skipped": 0.0}
+    n_tokens = sum(b.n_tokens for bs in prepared for b in bs)
+    seen = max(n_tokens * cfg.ppo_epochs, 1)
+    return {"loss/total": tot["loss/total"], "loss/pg": tot["loss/pg"], "loss/kl": tot["loss/kl"],
+            "loss/clip_frac": tot["clip"] / seen, "loss/ratio_mean": tot["ratio"] / seen,
+            "loss/ppo_kl": tot["ppo_kl"] / seen, "grad/norm": float(grad_norm),
+            "update/tokens": float(n_tokens),
+            "update/tokens_per_s": n_tokens * cfg.ppo_epochs / max(seconds, 1e-9),
+            "update/optimizer_steps": float(n_steps), "update/skipped": 0.0}
 
 
 def non_finite(cfg: TrainConfig, step: int, what: str, value: float) -> MemtrainError:
@@ -145,6 +165,28 @@ def load_policy(cfg: TrainConfig) -> tuple[Any, Any]:
         if cfg.model.lora.enabled:
             model.enable_input_require_grads()
     return model, tok
+
+
+def check_update_precision(model: Any, lr: float) -> None:
+    """Refuse trainable low-precision weights that an AdamW step of ``lr`` cannot move.
+
+    Adam's step is about ``lr`` per weight; a bf16 weight w changes only if the step exceeds half its ulp,
+    ``|w|·2^-8``. Below that, updates round away and training silently does nothing. fp32 master weights
+    (``model.dtype=fp32``, the default; bf16 compute comes from autocast) never hit this.
+    """
+    low = [p for p in model.parameters() if p.requires_grad and p.dtype in (torch.bfloat16, torch.float16)]
+    if not low:
+        return
+    dtype = low[0].dtype
+    mags = torch.cat([p.detach().abs().flatten()[:: max(1, p.numel() // 4096)].float() for p in low])
+    median = float(mags[mags > 0].median()) if bool((mags > 0).any()) else 0.0
+    half_ulp = median * torch.finfo(dtype).eps / 2
+    if lr < half_ulp:
+        raise MemtrainError(
+            f"model.dtype gives {str(dtype).removeprefix('torch.')} trainable weights; an AdamW step of "
+            f"optim.lr={lr:g} is below half their ulp at the median |w|={median:.3g} ({half_ulp:.2g}), so "
+            "updates would round away. Use model.dtype=fp32 (fp32 master weights; bf16 compute via autocast)"
+        )
 
 
 def peak_rss_gib() -> float:

@@ -68,7 +68,11 @@ def test_policy_loss_combines_surrogate_and_kl():
     # kl_coef = 0 ignores the reference entirely
     no_kl = policy_loss(logp, old, adv, mask, ref, kl_coef=0.0)
     assert no_kl.kl.item() == 0.0 and abs(no_kl.loss.item() - no_kl.pg_loss.item()) < 1e-7
-    assert 0.0 <= out.clip_frac.item() <= 1.0
+    assert out.clip_frac.item() == 0.0  # every ratio here lies inside [0.8, 1.28]
+    # ratio e ≈ 2.72: the positive-advantage row is clipped (2 tokens), the negative one is not (min picks
+    # the unclipped, more pessimistic term): 2 of the 3 unmasked tokens
+    far = policy_loss(logp, logp - 1.0, adv, mask, None, 0.2, 0.28, kl_coef=0.0)
+    assert abs(far.clip_frac.item() - 2 / 3) < 1e-6
 
 
 def test_on_policy_gradient_is_advantage_weighted_logprob_gradient():

@@ -50,7 +50,9 @@ def test_collect_shapes_and_coupled_reward(tiny, tiny_tasks, parity_reward):
     for a, q, R in zip(r.answer_rewards, r.imr, r.rewards, strict=True):
         assert abs(R - (a + 0.5 / 2 * sum(q.rewards))) < 1e-9
     assert r.metrics["imr/asked"] == 6 and r.metrics["imr/missing"] == 0
-    assert 0 <= r.metrics["truncated/all"] <= 1
+    every = [t.completion for tr in r.trajectories for t in tr.turns]
+    every += [c for q in r.imr for c in q.completions]
+    assert r.metrics["truncated/all"] == sum(c.finish_reason == "length" for c in every) / len(every)
     # same seed -> same samples (resumable rollouts)
     r2 = collect(engine, tiny_tasks[:2], agent, cfg, seed=1)
     assert [t.response for t in r.trajectories] == [t.response for t in r2.trajectories]
