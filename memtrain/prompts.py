@@ -62,7 +62,30 @@ V1 = PromptSet(
     ),
 )
 
-PROMPT_SETS: dict[str, PromptSet] = {V1.version: V1}
+# Beyond the paper, for micro-scale runs of the embedded 135M model (DESIGN §8): short plain instructions
+# it can follow, no \boxed{} (use with answer_mode=lenient). Same fields and the same loop as v1. The IMR
+# wording was chosen among five on 32 probes of 24-token chunks with the chunk itself as memory (the
+# measurement is in experiments/results/learning_micro.md).
+MICRO = PromptSet(
+    version="micro",
+    update=(
+        "Question: {problem}\n\n"
+        "Notes so far: {memory}\n\n"
+        "New text: {chunk}\n\n"
+        "Rewrite the notes: keep the names, places, numbers and facts from the notes and the new text.\n"
+        "Notes:"
+    ),
+    final="Notes: {memory}\n\nQuestion: {problem} Answer with just the name.",
+    imr=(
+        "{memory}\n\n"
+        f"In the sentence below, {TARGET} hides a name from the text above.\n"
+        "{chunk}\n\n"
+        f"What is {TARGET}? Answer with just the name."
+    ),
+    full_context="Text: {document}\n\nQuestion: {problem} Answer with just the name.",
+)
+
+PROMPT_SETS: dict[str, PromptSet] = {p.version: p for p in (V1, MICRO)}
 
 
 def get_prompts(version: str = "v1") -> PromptSet:
