@@ -152,6 +152,9 @@ def test_packaged_presets_are_valid_and_paper_values_pinned():
         assert (c.loss.eps_low, c.loss.eps_high, c.loss.adv_scale, c.loss.agg) == (
             0.2, 0.28, "none", "seq-mean-token-mean")
         assert (c.agent.memory_tokens, c.engine.kind, c.rollout.reward) == (1024, "vllm", "strict_em")
+    for name in ("paper_task_hotpotqa_qwen3_4b", "paper_task_hotpotqa_qwen25_7b"):  # MemAgent's recipe
+        c = load_config(TrainConfig, "train", name)
+        assert (c.batch_size, c.mini_batch_size, c.steps, c.optim.lr, c.rollout.imr) == (32, 8, 500, 1e-6, False)
 
 
 def test_cli_train_runs_one_step(tmp_path, parity_reward):
