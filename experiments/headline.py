@@ -660,7 +660,7 @@ def _avg_over_lengths(metrics: dict[str, Any], key: str) -> float | None:
 
 
 def report_table(found: dict[str, dict[int, dict[str, Any]]]) -> str:
-    """Markdown: arms × context lengths (accuracy = sub-EM, %, mean ± std over seeds) + proxy E2E/IMR."""
+    """Markdown: arms × context lengths (accuracy %, mean ± std over seeds) + proxy E2E/IMR."""
     keys = {k for seeds in found.values() for r in seeds.values() for k in r["longqa"]["by_length"]}
     lengths = sorted(keys, key=lambda k: int(k) if k.isdigit() else 1 << 60)
     head = ["arm", "seeds", *[f"{n} docs" for n in lengths], "avg", "avg EM", "avg F1", "proxy E2E",
@@ -691,7 +691,9 @@ def report_table(found: dict[str, dict[int, dict[str, Any]]]) -> str:
                 if n in r["longqa"]["by_length"] and r["longqa"]["by_length"][n].get("mean_tokens")]
         if toks:
             tokens.append(f"{n} docs ≈ {statistics.fmean(toks):.0f} tokens")
-    return ("\n".join(lines) + "\n\nAccuracy = sub-EM (%) on the held-out long-document HotpotQA questions, "
+    return ("\n".join(lines) + "\n\nAccuracy = each run's headline metric (%; MemAgent's two-way substring "
+            "match since the faithful-evaluation change, sub-EM in runs made before it) on the held-out "
+            "long-document HotpotQA questions, "
             "greedy; mean ± std over seeds (one seed: no ±); avg EM / F1: the same answers scored by exact "
             "match / token F1, averaged over lengths. Proxy = strict EM on held-out E2E tasks and one "
             f"IMR probe per task. Rows per run (questions × lengths): {n_q}. Context: {'; '.join(tokens)}.\n")

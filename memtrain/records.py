@@ -130,6 +130,7 @@ class QAItem:
     gold: list[Doc]
     context_keys: set[str] = field(default_factory=set)
     source: str = ""
+    context: list[Doc] = field(default_factory=list)  # the record's documents, in record order
 
 
 # ------------------------------------------------------------------------------------------ rollouts

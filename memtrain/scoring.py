@@ -1,10 +1,14 @@
 """Answer extraction and scoring, in one place.
 
-- :func:`extract_boxed` takes the content of the **last** ``\\boxed{...}`` (nested braces allowed).
+- :func:`extract_boxed` takes the content of the **last top-level** ``\\boxed{...}`` (``\\boxed {x}`` with a
+  space counts; nested braces allowed; a box nested inside it is unwrapped to its content).
 - Training rewards use :func:`strict_em`: exact match after :func:`normalize_strict` (lower-case, collapse
   whitespace, strip surrounding punctuation/quotes). Strict so the policy is paid only for the entity.
-- Evaluation reports SQuAD-style :func:`em`, :func:`f1` and :func:`sub_em` after :func:`normalize_answer`
-  (lower-case, drop punctuation and articles a/an/the, collapse whitespace), max over gold aliases.
+- Evaluation reports MemAgent's :func:`accuracy` (the headline: a normalised gold answer inside the
+  normalised prediction **or** the prediction inside the gold, plain substrings) beside SQuAD-style
+  :func:`em`, :func:`f1` and :func:`sub_em` (gold inside prediction, word-bounded) after
+  :func:`normalize_answer` (lower-case, drop punctuation and articles a/an/the, collapse whitespace), max
+  over gold aliases.
 A missing ``\\boxed{}`` scores 0 everywhere (it is counted separately by callers as ``no_boxed``).
 
 Answer modes (:func:`extract_answer`): ``boxed`` (the paper's, default) reads only ``\\boxed{}``;
@@ -21,21 +25,36 @@ import string
 from collections import Counter
 from collections.abc import Sequence
 
-_BOXED = "\\boxed{"
+_BOXED = re.compile(r"\\boxed\s*\{")
 
 
-def extract_boxed(text: str) -> str | None:
-    """Content of the last ``\\boxed{...}`` in ``text``, or None when there is none or it is unclosed."""
-    start = text.rfind(_BOXED)
-    while start != -1:
-        depth, i = 1, start + len(_BOXED)
+def _boxes(text: str) -> list[tuple[int, int, int]]:
+    """Every closed top-level box as (start, content start, content end); unclosed ones are skipped."""
+    out, pos = [], 0
+    while (m := _BOXED.search(text, pos)) is not None:
+        depth, i = 1, m.end()
         while i < len(text) and depth:
             depth += {"{": 1, "}": -1}.get(text[i], 0)
             i += 1
-        if depth == 0:
-            return text[start + len(_BOXED) : i - 1].strip()
-        start = text.rfind(_BOXED, 0, start)  # unclosed: fall back to an earlier, closed one
-    return None
+        if depth:  # unclosed: look for a later, closed one inside it
+            pos = m.end()
+            continue
+        out.append((m.start(), m.end(), i - 1))
+        pos = i
+    return out
+
+
+def extract_boxed(text: str) -> str | None:
+    """Content of the last top-level ``\\boxed{...}`` in ``text`` (inner boxes unwrapped), or None."""
+    boxes = _boxes(text)
+    if not boxes:
+        return None
+    _, a, b = boxes[-1]
+    inner = text[a:b]
+    while _boxes(inner):  # \\boxed{a \\boxed{b}} -> "a b"
+        s, ia, ib = _boxes(inner)[0]
+        inner = inner[:s] + inner[ia:ib] + inner[ib + 1 :]
+    return inner.strip()
 
 
 ANSWER_MODES = ("boxed", "lenient")
@@ -97,6 +116,17 @@ def sub_em(pred: str | None, golds: Sequence[str]) -> float:
     return float(any(normalize_answer(g) and f" {normalize_answer(g)} " in p for g in golds))
 
 
+def accuracy(pred: str | None, golds: Sequence[str]) -> float:
+    """MemAgent's accuracy: ``gold in pred or pred in gold`` on normalised strings (an empty prediction
+    is never inside a gold answer)."""
+    if pred is None:
+        return 0.0
+    p = normalize_answer(pred)
+    if not p:
+        return 0.0
+    return float(any(g and (g in p or p in g) for g in map(normalize_answer, golds)))
+
+
 def f1(pred: str | None, golds: Sequence[str]) -> float:
     if pred is None:
         return 0.0
@@ -117,6 +147,7 @@ def score_all(text: str, golds: Sequence[str], mode: str = "boxed") -> dict[str,
     pred = extract_answer(text, mode)
     return {
         "boxed": float(extract_boxed(text) is not None),
+        "accuracy": accuracy(pred, golds),
         "strict_em": strict_em(pred, golds),
         "em": em(pred, golds),
         "f1": f1(pred, golds),

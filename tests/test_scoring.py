@@ -29,6 +29,9 @@ from memtrain.scoring import (
         ("", None),
         ("\\boxed{\\text{New York}}", "\\text{New York}"),
         ("\\boxed{}", ""),
+        ("\\boxed {Paris}", "Paris"),  # a space before the brace is still a box
+        ("\\boxed{a \\boxed{b}}", "a b"),  # the outer box, its inner box unwrapped (not just "b")
+        ("\\boxed{x} and \\boxed  {y}", "y"),
     ],
 )
 def test_extract_boxed(text, expected):
@@ -83,7 +86,7 @@ def test_sub_em_is_word_bounded():
 
 def test_score_all():
     s = score_all("I think it is \\boxed{The Warsaw}", ["Warsaw"])
-    assert s == {"boxed": 1.0, "strict_em": 0.0, "em": 1.0, "f1": 1.0, "sub_em": 1.0}
+    assert s == {"boxed": 1.0, "accuracy": 1.0, "strict_em": 0.0, "em": 1.0, "f1": 1.0, "sub_em": 1.0}
     none = score_all("Warsaw", ["Warsaw"])
     assert none["boxed"] == 0.0 and sum(none.values()) == 0.0
 
@@ -105,3 +108,13 @@ def test_score_all_lenient_counts_no_boxed_but_scores():
     m = score_all("The answer is Ed Wood.", ["Ed Wood"], mode="lenient")
     assert m["boxed"] == 0.0 and m["em"] == 1.0 and m["strict_em"] == 1.0
     assert score_all("The answer is Ed Wood.", ["Ed Wood"])["em"] == 0.0
+
+
+def test_accuracy_is_memagents_two_way_substring():
+    from memtrain.scoring import accuracy
+
+    assert accuracy("President Richard Nixon", ["Richard Nixon"]) == 1.0  # gold in prediction
+    assert accuracy("Nixon", ["Richard Nixon"]) == 1.0  # prediction in gold: MemAgent counts it
+    assert sub_em("Nixon", ["Richard Nixon"]) == 0.0  # sub-EM does not
+    assert accuracy("the", ["Richard Nixon"]) == 0.0  # an empty normalised prediction is never inside
+    assert accuracy(None, ["x"]) == 0.0 and accuracy("Ford", ["Richard Nixon", "Nixon"]) == 0.0

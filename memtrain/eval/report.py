@@ -3,7 +3,8 @@
 Rows are methods/models (each file's ``label``), columns are context lengths (``n_docs``, with the mean
 document length in tokens underneath) plus the average over lengths, as in the paper's tables. A cell is
 ``–`` when a method has no scored question at that length (e.g. the full-context baseline beyond the
-model's window), and the average is then taken over the lengths it was scored on (marked with ``*``).
+model's window); the average is taken over the lengths where every method was scored, and the table says
+which when that is not all of them. With several samples per question the spread over samples follows ±.
 """
 
 from __future__ import annotations
@@ -60,20 +61,28 @@ def _value(group: dict[str, Any] | None, metric: str) -> float | None:
 def markdown_table(metrics: Sequence[dict[str, Any]], metric: str = "accuracy") -> str:
     """A markdown table of ``metric`` (percent) per method and context length, plus the average."""
     lengths = _lengths(metrics)
+    # the average is taken over the lengths where every method was scored, so rows stay comparable
+    common = [n for n in lengths if all(_value(m["by_length"].get(n), metric) is not None for m in metrics)]
     head = "| method | " + " | ".join(f"{n} docs (≈{_fmt_tokens(_tokens(metrics, n))} tok)" for n in lengths)
     lines = [head + " | avg |", "|---" * (len(lengths) + 2) + "|"]
     for m in metrics:
-        vals = [_value(m["by_length"].get(n), metric) for n in lengths]
-        cells = ["–" if v is None else f"{100 * v:.1f}" for v in vals]
-        scored = [v for v in vals if v is not None]
-        avg = "–" if not scored else f"{100 * sum(scored) / len(scored):.1f}"
-        avg += "*" if scored and len(scored) < len(vals) else ""
+        cells = []
+        for n in lengths:
+            g = m["by_length"].get(n)
+            v = _value(g, metric)
+            sd = f" ± {100 * g['accuracy_sd']:.1f}" if v is not None and metric == "accuracy" and \
+                g.get("accuracy_sd") is not None else ""
+            cells.append("–" if v is None else f"{100 * v:.1f}{sd}")
+        scored = [_value(m["by_length"][n], metric) for n in common]
+        avg = "–" if not scored else f"{100 * sum(scored) / len(scored):.1f}"  # type: ignore[arg-type]
         lines.append(f"| {m.get('label', '?')} | " + " | ".join(cells) + f" | {avg} |")
     counts = ", ".join(
         f"{m.get('label', '?')}: {m['overall']['n_scored']} scored / {m['overall']['n']}" for m in metrics
     )
     note = metrics[0].get("headline_note", "") if metric == "accuracy" else metric
-    return "\n".join(lines) + f"\n\nMetric: {note}. Questions: {counts}.\n"
+    avg_note = "" if len(common) == len(lengths) else (
+        f" avg: over the {len(common)} length(s) every method was scored at ({', '.join(common) or 'none'}).")
+    return "\n".join(lines) + f"\n\nMetric: {note}. Questions: {counts}.{avg_note}\n"
 
 
 def plot_accuracy(metrics: Sequence[dict[str, Any]], path: str | Path, metric: str = "accuracy",

@@ -31,6 +31,7 @@ def task_row(task: MemTask) -> dict[str, Any]:
         "n_docs": task.meta.get("n_docs"),
         "n_tokens": task.meta.get("n_tokens"),
         "n_chunks": len(task.chunks),
+        "sample": task.meta.get("sample"),
     }
 
 

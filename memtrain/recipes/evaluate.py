@@ -35,8 +35,11 @@ class EvalConfig:
                                 factory=AgentConfig)
     num_questions: int | None = option("evaluate only the first N questions (per length) / E2E tasks", None)
     batch_size: int = option("documents read together (turn-synchronous batching)", 16)
-    temperature: float = option("0 = greedy", 0.0)
+    temperature: float = option("0 = greedy (MemAgent's evaluation samples at 0.7, top-p 0.95: preset "
+                                "eval/memagent_sampling)", 0.0)
     top_p: float = option("nucleus sampling mass (temperature > 0)", 1.0)
+    samples: int = option("answers per question (temperature > 0): accuracy is their mean, with the "
+                          "spread over samples beside it", 1)
     seed: int = option("seed for sampling and the IMR probes", 0)
     reward: Literal["strict_em", "sub_em", "f1"] = option(
         "E2E task sets: the training reward reported beside strict EM", "strict_em")
@@ -52,6 +55,9 @@ class EvalConfig:
         for name in ("batch_size", "max_context_tokens"):
             if getattr(self, name) < 1:
                 raise MemtrainError(f"EvalConfig.{name} must be >= 1, got {getattr(self, name)}")
+        if self.samples < 1 or (self.samples > 1 and self.temperature <= 0):
+            raise MemtrainError(f"EvalConfig.samples={self.samples} needs temperature > 0 (greedy answers "
+                                "are identical)" if self.samples > 1 else "EvalConfig.samples must be >= 1")
         if self.num_questions is not None and self.num_questions < 1:
             raise MemtrainError(f"EvalConfig.num_questions must be >= 1, got {self.num_questions}")
         if not self.tasks_dir:
@@ -72,6 +78,14 @@ def first_questions(tasks: list[Any], n: int | None) -> list[Any]:
     return [t for t in tasks if t.meta.get("question_id", t.id) in chosen]
 
 
+def with_samples(tasks: list[Any], n: int) -> list[Any]:
+    """``n`` copies of every task, ids ``<id>#s<k>``: each copy samples on its own seed (derived from its id)."""
+    if n == 1:
+        return tasks
+    return [dataclasses.replace(t, id=f"{t.id}#s{k}", meta={**t.meta, "sample": k}) for k in range(n)
+            for t in tasks]
+
+
 def evaluate(cfg: EvalConfig) -> dict[str, Any]:
     """Run the evaluation of ``cfg``; returns the memory agent's metrics."""
     from memtrain.agent.engine import Sampling
@@ -90,11 +104,11 @@ def evaluate(cfg: EvalConfig) -> dict[str, Any]:
     cfg = dataclasses.replace(cfg, agent=agent)
     out.mkdir(parents=True, exist_ok=True)
     write_json(out / "config.json", to_dict(cfg))
-    tasks = first_questions(ts.tasks, cfg.num_questions)
+    tasks = with_samples(first_questions(ts.tasks, cfg.num_questions), cfg.samples)
     label = cfg.label or cfg.model
     run_info = {"model": cfg.model, "engine": cfg.engine.kind, "tasks_dir": str(ts.path),
                 "task_set": ts.manifest.config_hash, "seed": cfg.seed, "temperature": cfg.temperature,
-                "top_p": cfg.top_p}
+                "top_p": cfg.top_p, "samples": cfg.samples}
 
     if ts.manifest.kind == "e2e":
         m = evaluate_proxy(engine, tasks, agent, out, reward=cfg.reward, temperature=cfg.temperature,

@@ -1,8 +1,13 @@
-"""Long-document QA tasks: a question's evidence hidden among many unrelated documents (RULER-HQA style).
+"""Long-document QA tasks: a question's evidence hidden among many other documents (RULER-HQA style).
 
-For HotpotQA (the paper's downstream benchmark, DESIGN §4) each question's gold (supporting) paragraphs
-are inserted at random positions among ``n_docs - len(gold)`` distractor paragraphs drawn from the pool of
-**all other questions'** paragraphs, deduplicated by title, and rendered as::
+For HotpotQA (the paper's downstream benchmark, DESIGN §4) the default construction is MemAgent's
+(``construction="memagent"``): each question keeps **all paragraphs of its own record** (the 2 gold ones and
+the 8 topic-matched distractors HotpotQA ships with it), then gets ``n_docs − 10`` more drawn at random from
+the pool of every unique paragraph of the file, and the whole context is shuffled with a fixed seed. The
+pool is what limits the length: the 500-question dev file holds ~4.9K distinct paragraphs, and longer
+contexts saturate at the pool (``meta["n_docs_built"]`` records the real count). ``construction="disjoint"``
+(memtrain's earlier variant, kept for comparison) hides the gold paragraphs among paragraphs of *other*
+records only — easier, because no distractor is about the question's topic. Every document is rendered::
 
     Document 1:
     <title>
@@ -13,12 +18,12 @@ are inserted at random positions among ``n_docs - len(gold)`` distractor paragra
 
 ``n_docs`` counts every document, gold included (50 docs ≈ 7K tokens with SmolLM2's tokenizer). SQuAD 2.0
 (answerable questions; the question's paragraph among other paragraphs) and NarrativeQA (the question's
-summary among other summaries) use the same construction.
+summary among other summaries) have one-document records, so both constructions coincide up to order.
 
 Determinism: everything random about one question is drawn from ``Random(f"{seed}|{question id}")``, so a
-question's document does not depend on which other questions were selected. The distractor order is one
-permutation per question and a document with N docs uses its first N - |gold| distractors, so longer
-contexts *extend* shorter ones (only the gold positions are redrawn per length); accuracy differences
+question's document does not depend on which other questions were selected. The random-distractor order
+is one permutation per question and a context of N docs uses its first ones, so longer contexts *extend*
+shorter ones (only the order is redrawn per length); accuracy differences
 between lengths then come from length, not from a different draw of distractors.
 
 Leakage control: every document has a short stable ``key`` (the title for HotpotQA, ``title#i`` for
@@ -70,6 +75,11 @@ class LongQAConfig:
     eval_fraction: float = option("share of questions on the eval side of the split", 0.2)
     split_seed: int = option("seed of the train/eval split; keep it fixed across runs so the eval questions "
                              "never enter training", 0)
+    construction: Literal["memagent", "disjoint"] = option(
+        "memagent: MemAgent's RULER-HQA (the record's 10 paragraphs, gold + its topic-matched distractors, "
+        "then random pool paragraphs, shuffled with a fixed seed; lengths beyond the pool saturate); "
+        "disjoint: gold among random paragraphs of other records only (easier: no topic-matched "
+        "distractors)", "memagent")
 
     def validate(self) -> None:
         if not self.n_docs or any(n <= 0 for n in self.n_docs):
@@ -130,7 +140,7 @@ def _item(qid: str, question: str, answers: list[str], gold: list[Doc], docs: li
     if not gold or not answers or not question.strip():
         log.debug("%s: skipped (no gold paragraph, answer or question)", where)
         return None
-    return QAItem(qid, question.strip(), answers, gold, {d.key for d in docs}, source)
+    return QAItem(qid, question.strip(), answers, gold, {d.key for d in docs}, source, list(docs))
 
 
 def load_hotpotqa(path: str | Path) -> tuple[list[QAItem], list[Doc]]:
@@ -273,10 +283,38 @@ def compose(item: QAItem, distractors: Sequence[Doc], n_docs: int, seed: int) ->
     return docs, positions
 
 
+def compose_memagent(item: QAItem, extras: Sequence[Doc], n_docs: int, seed: int
+                     ) -> tuple[list[Doc], list[int]]:
+    """MemAgent's RULER-HQA context: the record's own documents (gold + its topic-matched distractors),
+    then ``n_docs − len(own)`` random pool documents (``extras``, this question's seeded order, so longer
+    contexts extend shorter ones), shuffled with a fixed seed; 0-based gold positions.
+
+    Below the record's size the gold documents and the first of its own distractors are kept. Beyond the
+    pool, the context saturates at every available document (the task's ``meta["n_docs_built"]`` says so).
+    """
+    own = list(item.context) or list(item.gold)
+    gold_keys = {d.key for d in item.gold}
+    if n_docs < len(item.gold):
+        raise MemtrainError(f"n_docs={n_docs} is below the {len(item.gold)} gold documents of {item.qid}")
+    if n_docs <= len(own):
+        docs = list(item.gold) + [d for d in own if d.key not in gold_keys][: n_docs - len(item.gold)]
+    else:
+        docs = own + list(extras[: n_docs - len(own)])
+    random.Random(f"{seed}|{item.qid}|{n_docs}").shuffle(docs)
+    return docs, [i for i, d in enumerate(docs) if d.key in gold_keys]
+
+
+CONSTRUCTIONS = ("memagent", "disjoint")
+
+
 def build_task(item: QAItem, distractors: Sequence[Doc], n_docs: int, tokenizer: Any, chunk_tokens: int,
-               seed: int) -> MemTask:
-    """One long-document QA task for ``item`` with ``n_docs`` documents."""
-    docs, positions = compose(item, distractors, n_docs, seed)
+               seed: int, construction: str = "memagent") -> MemTask:
+    """One long-document QA task for ``item`` with ``n_docs`` documents (``construction``: see
+    :class:`LongQAConfig`)."""
+    if construction == "memagent":
+        docs, positions = compose_memagent(item, distractors, n_docs, seed)
+    else:
+        docs, positions = compose(item, distractors, n_docs, seed)
     text = render_documents(docs)
     return MemTask(
         id=f"{item.source}-{item.qid}-n{n_docs}",
@@ -288,6 +326,8 @@ def build_task(item: QAItem, distractors: Sequence[Doc], n_docs: int, tokenizer:
             "source": item.source,
             "question_id": item.qid,
             "n_docs": n_docs,
+            "n_docs_built": len(docs),
+            "construction": construction,
             "n_tokens": count_tokens(tokenizer, text),
             "gold_titles": [d.title or d.key for d in item.gold],
             "gold_positions": [p + 1 for p in positions],  # 1-based, as rendered
@@ -313,12 +353,15 @@ def build_longqa_tasks(
     seed: int = 0,
     exclude: set[str] | frozenset = frozenset(),
     progress: bool = False,
+    construction: str = "memagent",
 ) -> list[MemTask]:
     """Tasks for every (question, length): grouped by length, questions in the given order.
 
-    ``exclude`` are document keys never used as distractors (e.g. every paragraph of the evaluation
+    ``exclude`` are document keys never used as random distractors (e.g. every paragraph of the evaluation
     questions when building training data).
     """
+    if construction not in CONSTRUCTIONS:
+        raise MemtrainError(f"unknown long-QA construction {construction!r}; use one of {CONSTRUCTIONS}")
     from memtrain.progress import progress_bar
 
     lengths = list(n_docs)
@@ -328,7 +371,7 @@ def build_longqa_tasks(
     with progress_bar(total=total, desc="long-QA tasks", disable=not progress, leave=False) as bar:
         for n in lengths:
             for it in items:
-                tasks.append(build_task(it, orders[it.qid], n, tokenizer, chunk_tokens, seed))
+                tasks.append(build_task(it, orders[it.qid], n, tokenizer, chunk_tokens, seed, construction))
                 bar.update(1)
     return tasks
 
@@ -344,8 +387,12 @@ def build_from_config(cfg: LongQAConfig, tokenizer: Any, progress: bool = False)
         if cfg.split == "train":
             exclude = split.eval_keys
     chosen = select_questions(items, cfg.num_questions, cfg.seed)
+    saturated = [n for n in cfg.n_docs if n > len(pool)]
+    if saturated:
+        log.warning("longqa.n_docs %s exceed the %d documents of %s: those contexts saturate at the pool",
+                    saturated, len(pool), cfg.data_path())
     return build_longqa_tasks(chosen, pool, cfg.n_docs, tokenizer, cfg.chunk_tokens, cfg.seed,
-                              exclude=exclude, progress=progress)
+                              exclude=exclude, progress=progress, construction=cfg.construction)
 
 
 # ------------------------------------------------------------------------------------- splits & leakage

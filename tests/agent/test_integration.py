@@ -35,7 +35,7 @@ def test_smollm2_reads_a_hotpotqa_document(shared_data):
     assert all(len(t.completion.completion_ids) <= cfg.memory_tokens for t in traj.turns[:-1])
     assert all(item["question_text"] in t.messages[0]["content"] for t in traj.turns)
     scores = score_all(traj.response, golds)
-    assert set(scores) == {"boxed", "strict_em", "em", "f1", "sub_em"}
+    assert set(scores) == {"boxed", "accuracy", "strict_em", "em", "f1", "sub_em"}
     assert scores["em"] <= scores["sub_em"] and scores["em"] <= scores["f1"]  # an exact match is both
     assert (traj.answer is None) == (scores["boxed"] == 0.0)
 

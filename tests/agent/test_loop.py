@@ -167,7 +167,7 @@ def test_no_boxed_answer_scores_zero(engine, tokenizer):
     )
     assert traj.answer is None
     scores = score_all(traj.response, ["Warsaw"])
-    assert scores == {"boxed": 0.0, "strict_em": 0.0, "em": 0.0, "f1": 0.0, "sub_em": 0.0}
+    assert scores == {"boxed": 0.0, "accuracy": 0.0, "strict_em": 0.0, "em": 0.0, "f1": 0.0, "sub_em": 0.0}
     # the random tiny model never writes \boxed{}: same outcome through a real engine
     (real,) = run_memory_agent(
         engine, [make_task(doc(2), "Where?", tokenizer, CFG)], CFG, Sampling(), progress=False

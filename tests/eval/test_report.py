@@ -10,7 +10,8 @@ from memtrain.eval.results import write_metrics
 
 
 def _row(n: int, sub: float | None) -> dict:
-    metrics = None if sub is None else {"sub_em": sub, "em": sub, "f1": sub, "strict_em": 0.0, "boxed": 1.0}
+    metrics = None if sub is None else {"accuracy": sub, "sub_em": sub, "em": sub, "f1": sub, "strict_em": 0.0,
+                                        "boxed": 1.0}
     return {"n_docs": n, "n_tokens": 140 * n, "n_chunks": 1, "seconds": 0.1, "metrics": metrics}
 
 
@@ -23,8 +24,10 @@ def test_table_and_plot_from_two_runs(tmp_path):
     lines = table.splitlines()
     assert "5 docs (≈700 tok)" in lines[0] and "50 docs (≈7.0K tok)" in lines[0]
     assert lines[0].endswith("avg |")
+    # a skipped length is a dash, and every row averages over the lengths all methods ran (here: 5 docs)
     assert lines[2] == "| agent | 50.0 | 50.0 | 50.0 |"
-    assert lines[3] == "| full | 100.0 | – | 100.0* |"  # skipped length: a dash, average over scored only
+    assert lines[3] == "| full | 100.0 | – | 100.0 |"
+    assert "avg: over the 1 length(s) every method was scored at (5)" in table
     paths = [tmp_path / "agent" / "metrics.json", tmp_path / "full"]
     out = write_report(paths, tmp_path / "report", title="t")
     assert out == table

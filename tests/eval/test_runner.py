@@ -28,18 +28,18 @@ def test_evaluate_writes_rows_and_metrics(tiny_engine, qa_tasks, agent_cfg, gree
     for r, t in zip(sorted(rows, key=lambda r: r["id"]), sorted(qa_tasks, key=lambda t: t.id), strict=True):
         assert r["n_docs"] == t.meta["n_docs"] and r["n_chunks"] == len(t.chunks)
         assert r["answers"] == t.answers and r["question"] == t.problem
-        assert set(r["metrics"]) == {"boxed", "strict_em", "em", "f1", "sub_em"}
+        assert set(r["metrics"]) == {"boxed", "accuracy", "strict_em", "em", "f1", "sub_em"}
         assert isinstance(r["response"], str) and r["seconds"] >= 0
     on_disk = json.loads((tmp_path / "metrics.json").read_text())
     assert on_disk == json.loads(json.dumps(m))
     assert set(m["by_length"]) == {"3", "6"}
-    assert m["headline_metric"] == "sub_em"
+    assert m["headline_metric"] == "accuracy"
     for g in m["by_length"].values():
         assert g["n"] == 3 and g["n_scored"] == 3
         assert g["no_boxed"] == pytest.approx(1 - g["boxed"])
     assert m["by_length"]["3"]["mean_tokens"] < m["by_length"]["6"]["mean_tokens"]
-    for n, g in m["by_length"].items():  # the headline accuracy is the mean sub-EM of that length's rows
-        scored = [r["metrics"]["sub_em"] for r in rows if str(r["n_docs"]) == n]
+    for n, g in m["by_length"].items():  # the headline accuracy is the mean of that length's rows
+        scored = [r["metrics"]["accuracy"] for r in rows if str(r["n_docs"]) == n]
         assert g["accuracy"] == pytest.approx(sum(scored) / len(scored))
     assert m["overall"]["n"] == 6
 
@@ -114,7 +114,8 @@ def test_full_context_skips_documents_that_do_not_fit(tiny_engine, qa_tasks, gre
 def test_aggregate_by_hand():
     def row(n, sub, boxed):
         return {"n_docs": n, "n_tokens": 10 * n, "n_chunks": 1, "seconds": 1.0,
-                "metrics": {"sub_em": sub, "em": 0.0, "f1": 0.5, "strict_em": 0.0, "boxed": boxed}}
+                "metrics": {"accuracy": sub, "sub_em": sub, "em": 0.0, "f1": 0.5, "strict_em": 0.0,
+                            "boxed": boxed}}
 
     rows = [row(5, 1.0, 1.0), row(5, 0.0, 0.0), row(10, 1.0, 1.0), {**row(10, 0, 0), "metrics": None}]
     m = aggregate(rows)

@@ -123,8 +123,10 @@ def test_original_hotpot_layout(tmp_path, tokenizer):
     assert items[0].gold[0].text == "Sentence one of 0-0. Sentence two of 0-0."
     (task,) = build_longqa_tasks(items[:1], pool, [6], tokenizer, 512, seed=0)
     own = {"Title 0-1", "Title 0-3"}  # the question's non-supporting paragraphs
-    assert not own & set(task.meta["doc_keys"])
-    assert {"Title 0-0", "Title 0-2"} <= set(task.meta["doc_keys"])
+    assert own <= set(task.meta["doc_keys"])  # MemAgent: the record's distractors stay in its context
+    assert {"Title 0-0", "Title 0-2"} <= set(task.meta["doc_keys"]) and len(task.meta["doc_keys"]) == 6
+    (disjoint,) = build_longqa_tasks(items[:1], pool, [6], tokenizer, 512, seed=0, construction="disjoint")
+    assert not own & set(disjoint.meta["doc_keys"])  # the earlier variant keeps only foreign distractors
     assert task.answers == ["answer 0"]
 
     bad = tmp_path / "bad.jsonl"
@@ -195,3 +197,37 @@ def test_config_build(shared_data, tokenizer):
     assert train and held and overlap(train, held) == {"question_ids": set(), "eval_gold_in_train": set()}
     with pytest.raises(MemtrainError, match="n_docs"):
         LongQAConfig(n_docs=[0]).validate()
+
+
+def test_memagent_construction_keeps_the_records_paragraphs(hotpot, tokenizer):
+    """RULER-HQA as MemAgent builds it: all 10 paragraphs of the record + random pool ones, fixed seed."""
+    items, pool = hotpot
+    chosen = select_questions(items, 4, seed=2)
+    tasks = build_longqa_tasks(chosen, pool, [8, 30, 60], tokenizer, 512, seed=2)
+    again = build_longqa_tasks(chosen, pool, [8, 30, 60], tokenizer, 512, seed=2)
+    assert [t.to_dict() for t in tasks] == [t.to_dict() for t in again]  # fixed seeds
+    by_q = {it.qid: it for it in chosen}
+    for t in tasks:
+        it = by_q[t.meta["question_id"]]
+        keys = t.meta["doc_keys"]
+        assert len(keys) == len(set(keys)) == t.meta["n_docs"] == t.meta["n_docs_built"]
+        assert {d.key for d in it.gold} <= set(keys)
+        own = [d.key for d in it.context]
+        if t.meta["n_docs"] >= len(own):
+            assert set(own) <= set(keys)  # every topic-matched distractor of the record is there
+        else:
+            assert set(keys) <= set(own)  # below the record's size: only its own paragraphs
+        assert sorted(keys[p - 1] for p in t.meta["gold_positions"]) == sorted(d.key for d in it.gold)
+        text = "\n".join(t.chunks)
+        assert text.startswith("Document 1:\n") and f"Document {t.meta['n_docs']}:" in text
+    # longer contexts extend shorter ones with the same random paragraphs
+    q = chosen[0].qid
+    k30, k60 = ({k for k in t.meta["doc_keys"]} for t in tasks if t.meta["question_id"] == q and
+                t.meta["n_docs"] in (30, 60))
+    assert k30 < k60
+
+
+def test_lengths_beyond_the_pool_saturate(hotpot, tokenizer):
+    items, pool = hotpot
+    (t,) = build_longqa_tasks(items[:1], pool, [len(pool) + 50], tokenizer, 4096, seed=0)
+    assert t.meta["n_docs_built"] == len(pool) and t.meta["n_docs"] == len(pool) + 50
