@@ -7,9 +7,9 @@ rather than silently mixing numbers from two configurations.
 
 Headline metric: **accuracy**, MemAgent's (a normalised gold answer inside the normalised prediction or
 the prediction inside the gold, :func:`memtrain.scoring.accuracy`), as it reports RULER-HQA. Sub-EM (gold
-inside the prediction only, word-bounded), EM, F1 and strict EM are reported beside it; a missing ``\\boxed{}`` scores 0 and is counted as
-``no_boxed``. Questions skipped by a baseline (e.g. too long for the model's context) are counted in
-``n_skipped`` and excluded from every mean, never scored as wrong.
+inside the prediction only, word-bounded), EM, F1 and strict EM are reported beside it; a missing
+``\\boxed{}`` scores 0 and is counted as ``no_boxed``. Questions skipped by a baseline (e.g. too long for
+the model's context) are counted in ``n_skipped`` and excluded from every mean, never scored as wrong.
 """
 
 from __future__ import annotations

@@ -79,7 +79,7 @@ def first_questions(tasks: list[Any], n: int | None) -> list[Any]:
 
 
 def with_samples(tasks: list[Any], n: int) -> list[Any]:
-    """``n`` copies of every task, ids ``<id>#s<k>``: each copy samples on its own seed (derived from its id)."""
+    """``n`` copies of every task, ids ``<id>#s<k>``: each samples on its own seed (derived from its id)."""
     if n == 1:
         return tasks
     return [dataclasses.replace(t, id=f"{t.id}#s{k}", meta={**t.meta, "sample": k}) for k in range(n)

@@ -154,7 +154,8 @@ def test_packaged_presets_are_valid_and_paper_values_pinned():
         assert (c.agent.memory_tokens, c.engine.kind, c.rollout.reward) == (1024, "vllm", "strict_em")
     for name in ("paper_task_hotpotqa_qwen3_4b", "paper_task_hotpotqa_qwen25_7b"):  # MemAgent's recipe
         c = load_config(TrainConfig, "train", name)
-        assert (c.batch_size, c.mini_batch_size, c.steps, c.optim.lr, c.rollout.imr) == (32, 8, 500, 1e-6, False)
+        got = (c.batch_size, c.mini_batch_size, c.steps, c.optim.lr, c.rollout.imr)
+        assert got == (32, 8, 500, 1e-6, False)
 
 
 def test_cli_train_runs_one_step(tmp_path, parity_reward):
