@@ -57,7 +57,7 @@ from memtrain.tasks.taskset import (
 
 log = logging.getLogger(__name__)
 
-BUILDER_VERSION = 2  # bump when a change alters the tasks produced for the same config
+BUILDER_VERSION = 3  # bump when a change alters the tasks produced for the same config
 SHARD_STATS_DIR = "shard_stats"
 
 

@@ -9,7 +9,9 @@ Recipe (DESIGN §2, paper defaults in :class:`E2EConfig`):
    surface forms are every ``Entity.text`` with the same ``key`` anywhere in the pool, plus the key itself
    for wiki links (the link target's title): the document may call Paris "Paris" in one passage and
    "the French capital" via a link in another.
-3. **Masking.** Every form is replaced by ``[MASK]`` in every passage *and title* (``mask_scope="document"``,
+3. **Masking.** Every form, and every identifying part of a form (a bare surname, a place name without its
+   qualifier: :func:`~memtrain.tasks.masking.identifying_parts`), is replaced by ``[MASK]`` in every passage
+   *and title* (``mask_scope="document"``,
    the paper's setting) or only in the pivot (``"pivot"``, an easier variant beyond the paper in which the
    other passages may still name the answer).
 4. **Chunking** by real tokens (:func:`~memtrain.tasks.chunking.chunk_text`). A document longer than
@@ -60,6 +62,7 @@ from memtrain.tasks.masking import (
     leaks,
     mask_entity,
     normalize_forms,
+    with_parts,
 )
 
 LINK_LABEL = "LINK"
@@ -135,6 +138,7 @@ class PassagePool:
                 texts[e.key].add(e.text)
                 labels[e.key][e.label] += 1
         self._forms: dict[str, tuple[str, ...]] = {}
+        self._mask_forms: dict[str, tuple[str, ...]] = {}
         self._label: dict[str, str] = {}
         self._patterns: dict[str, FormMatcher | None] = {}
         self._lowered: dict[str, tuple[str, ...]] = {}
@@ -155,7 +159,16 @@ class PassagePool:
         return self.passages[i]
 
     def forms(self, key: str) -> tuple[str, ...]:
+        """The entity's own surface forms (its accepted answers)."""
         return self._forms.get(key, ())
+
+    def mask_forms(self, key: str) -> tuple[str, ...]:
+        """Everything masking the entity hides: its forms and their identifying parts."""
+        try:
+            return self._mask_forms[key]
+        except KeyError:
+            out = self._mask_forms[key] = with_parts(self.forms(key))
+            return out
 
     def label(self, key: str) -> str:
         return self._label.get(key, "")
@@ -168,14 +181,14 @@ class PassagePool:
         try:
             return self._patterns[key]
         except KeyError:
-            pat = self._patterns[key] = form_pattern(self.forms(key))
+            pat = self._patterns[key] = form_pattern(self.mask_forms(key))
             return pat
 
     def lowered_forms(self, key: str) -> tuple[str, ...]:
         try:
             return self._lowered[key]
         except KeyError:
-            low = tuple(sorted({" ".join(f.casefold().split()) for f in self.forms(key)}))
+            low = tuple(sorted({" ".join(f.casefold().split()) for f in self.mask_forms(key)}))
             self._lowered[key] = low
             return low
 
@@ -352,6 +365,7 @@ def _try_entity(
     forms = pool.forms(key) or (canonical,)
     if canonical.casefold() not in {f.casefold() for f in forms}:
         forms = normalize_forms([canonical, *forms])
+    answer_forms, forms = forms, with_parts(forms)  # answers: the entity's forms; masked: with their parts
 
     # 3. mask, render, remember where the pivot is
     parts: list[str] = []
@@ -415,7 +429,7 @@ def _try_entity(
 
     n_tokens = [len(x) for x in tokenizer(chunks, add_special_tokens=False)["input_ids"]]
     imr = imr_candidates(chunks, [pool[j] for j in ids[:n_kept]], pool, key, cfg, rng)
-    answers = [canonical] + [f for f in forms if f.casefold() != canonical.casefold()]
+    answers = [canonical] + [f for f in answer_forms if f.casefold() != canonical.casefold()]
     pivot = pool[pivot_idx]
     return MemTask(
         id=f"e2e-{cfg.seed}-{pivot_idx}",

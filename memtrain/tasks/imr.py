@@ -10,7 +10,8 @@ previous memory"). For a trajectory that read T chunks:
    :func:`memtrain.tasks.e2e.imr_candidates`: an entity only that chunk mentions) can be masked in it.
 2. k is drawn uniformly in (first probeable l)+1 .. T, then l uniformly among the probeable chunks before
    k, then the candidate: c_l reached m_k only through earlier memories, never as the chunk just read.
-3. All surface forms of the candidate ỹ are replaced by ``[TARGET]`` in c_l; the question is
+3. All surface forms of the candidate ỹ, and their identifying parts
+   (:func:`memtrain.tasks.masking.identifying_parts`), are replaced by ``[TARGET]`` in c_l; the question is
    ``prompts.imr_messages(m_k, masked c_l)``.
 
 Trajectories with T = 1, or with no probeable chunk among c_1..c_{T−1}, get no probe (None).
@@ -25,7 +26,7 @@ import random
 
 from memtrain import prompts
 from memtrain.records import ImrCandidate, ImrProbe, MemTask
-from memtrain.tasks.masking import mask_entity
+from memtrain.tasks.masking import mask_entity, with_parts
 
 
 def probe_rng(seed: int, task_id: str, trajectory: int = 0) -> random.Random:
@@ -38,7 +39,7 @@ def maskable_chunks(task: MemTask, n_read: int) -> dict[int, list[tuple[ImrCandi
     for l in range(1, n_read):  # noqa: E741 - c_l with l ≤ T−1 so that some k > l exists
         ok = []
         for c in task.imr[l - 1] if l - 1 < len(task.imr) else []:
-            masked, n = mask_entity(task.chunks[l - 1], [c.answer, *c.forms], prompts.TARGET)
+            masked, n = mask_entity(task.chunks[l - 1], with_parts([c.answer, *c.forms]), prompts.TARGET)
             if n > 0:
                 ok.append((c, masked))
         if ok:

@@ -8,7 +8,10 @@ context, not copy it. So masking is deliberately greedy:
 - matches are *word-bounded* with look-arounds (``(?<!\\w)`` / ``(?!\\w)``) rather than ``\\b``,
   because ``\\b`` fails for forms that start or end with a non-word character (``U.S.``, ``C++``,
   ``(band)``): "Paris" does not match inside "Parisian", but "U.S." matches in "the U.S. army";
-- longer forms are tried first, so "New York City" is masked as one unit rather than leaving "City".
+- longer forms are tried first, so "New York City" is masked as one unit rather than leaving "City";
+- the shorter names that still identify a multi-word entity are masked too (:func:`identifying_parts`):
+  masking "Barack Obama" also masks a later bare "Obama", and "Paris, Texas" also masks "Paris". Answers
+  stay the entity's own forms; the parts are only hidden (and checked for by the leak check).
 
 :func:`leaks` applies the same matcher, so "masked" and "does not leak" are checked by one definition.
 """
@@ -128,6 +131,35 @@ def count_mentions(text: str, forms: Iterable[str]) -> int:
     """How many times any form occurs in ``text`` (same matcher as :func:`mask_entity`)."""
     pat = form_pattern(forms)
     return 0 if pat is None else pat.count(text)
+
+
+def identifying_parts(form: str) -> tuple[str, ...]:
+    """The shorter names inside a multi-word form that identify the entity on their own.
+
+    The rule, for a proper name of 2-4 capitalised words: its trailing word spans (a person's surname:
+    "Obama" of "Barack Obama", "Clark" and "Rogers Clark" of "George Rogers Clark") and the name without
+    trailing common words ("New York" of "New York City"); for any form, the head of a comma-qualified
+    name ("Paris" of "Paris, Texas"). A part must itself be maskable (not a common word, >= 3 characters).
+    Leading words alone ("Barack", "Roman" of "Roman Empire") and lower-case phrases are not parts.
+    """
+    f = " ".join(form.split())
+    head = f.split(",")[0].strip()
+    parts = [head] if head != f and len(f.split()) <= 5 else []  # a name, not a comma in a long anchor
+    words = head.split()
+    if 2 <= len(words) <= 4 and all(w[:1].isupper() for w in words):
+        parts += [" ".join(words[i:]) for i in range(1, len(words))]
+        core = list(words)
+        while len(core) > 1 and core[-1].casefold() in COMMON_WORDS:
+            core.pop()
+        if len(core) < len(words):
+            parts.append(" ".join(core))
+    return tuple(p for p in parts if is_maskable_form(p))
+
+
+def with_parts(forms: Iterable[str]) -> tuple[str, ...]:
+    """``forms`` and their identifying parts: everything masking one entity must hide."""
+    forms = list(forms)
+    return normalize_forms([*forms, *(p for f in forms for p in identifying_parts(f))])
 
 
 def leaks(text: str, answer_forms: Iterable[str]) -> bool:

@@ -111,3 +111,37 @@ def test_matcher_equals_the_lookbehind_regex():
         for text in texts:
             assert list(pat.finditer(text)) == [m.span() for m in ref.finditer(text)], (forms, text)
             assert mask_entity(text, forms) == ref.subn("[MASK]", text)
+
+
+def test_masking_a_name_leaves_no_identifying_part_on_real_pages():
+    """On the embedded dump, masking "William Godwin" must not leave a bare "Godwin" behind (it did)."""
+    pytest.importorskip("gensim")
+    from memtrain.corpus import iter_passages
+    from memtrain.tasks.e2e import PassagePool
+    from memtrain.tasks.masking import identifying_parts, with_parts
+
+    passages = list(iter_passages("embedded", entities="auto", limit_pages=20))
+    pool = PassagePool(passages)
+    checked = 0
+    for p in passages:
+        for e in p.entities:
+            forms = pool.forms(e.key)
+            parts = [x for f in forms for x in identifying_parts(f)]
+            if not parts or not leaks(mask_entity(p.text, forms)[0], parts):
+                continue  # no part of this name stands alone in the passage
+            checked += 1
+            masked, _ = mask_entity(p.text, with_parts(forms))
+            assert not leaks(masked, [*forms, *parts]), (p.title, e.key)
+    assert checked > 50  # bare surnames and unqualified names are common on real pages
+    godwin = [e for p in passages if p.title == "Anarchism" for e in p.entities if e.key == "William Godwin"]
+    assert godwin and "Godwin" in identifying_parts("William Godwin")
+
+
+def test_identifying_parts_rule():
+    from memtrain.tasks.masking import identifying_parts
+
+    assert identifying_parts("Barack Obama") == ("Obama",)
+    assert set(identifying_parts("New York City")) == {"New York", "York City"}
+    assert identifying_parts("Paris, Texas") == ("Paris",)
+    assert identifying_parts("Japanese tea ceremony") == ()  # not a proper name: no parts
+    assert identifying_parts("Paris") == ()
