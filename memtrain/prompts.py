@@ -85,7 +85,50 @@ MICRO = PromptSet(
     full_context="Text: {document}\n\nQuestion: {problem} Answer with just the name.",
 )
 
-PROMPT_SETS: dict[str, PromptSet] = {p.version: p for p in (V1, MICRO)}
+# The paper's prompts. The memory update and the final answer are MemAgent's templates verbatim
+# (BytedTsinghua-SIA/MemAgent, recurrent/impls/memory.py: TEMPLATE and TEMPLATE_FINAL_BOXED, including the
+# space after "<problem>" and the closing newline), which the paper's memory agent uses. The paper's own IMR
+# prompt text is not available here: this one follows the same form (instruction, problem, memory and
+# section blocks, "Your answer:") with the IMR question, and the full-context baseline likewise.
+PAPER = PromptSet(
+    version="paper",
+    update=(
+        "You are presented with a problem, a section of an article that may contain the answer to the "
+        "problem, and a previous memory. Please read the provided section carefully and update the memory "
+        "with the new information that helps to answer the problem. Be sure to retain all relevant details "
+        "from the previous memory while adding any new, useful information.\n\n"
+        "<problem> \n{problem}\n</problem>\n\n"
+        "<memory>\n{memory}\n</memory>\n\n"
+        "<section>\n{chunk}\n</section>\n\n"
+        "Updated memory:\n"
+    ),
+    final=(
+        "You are presented with a problem and a previous memory. Please answer the problem based on the "
+        "previous memory and put the answer in \\boxed{{}}.\n\n"
+        "<problem> \n{problem}\n</problem>\n\n"
+        "<memory>\n{memory}\n</memory>\n\n"
+        "Your answer:\n"
+    ),
+    imr=(
+        "You are presented with a problem, a section of an article in which one entity is replaced by "
+        f"{TARGET}, and a previous memory. Please answer the problem based on the previous memory and put "
+        "the answer in \\boxed{{}}.\n\n"
+        f"<problem> \nWhich entity is represented by the {TARGET} placeholder in the section?\n"
+        "</problem>\n\n"
+        "<memory>\n{memory}\n</memory>\n\n"
+        "<section>\n{chunk}\n</section>\n\n"
+        "Your answer:\n"
+    ),
+    full_context=(
+        "You are presented with a problem and an article. Please answer the problem based on the article and "
+        "put the answer in \\boxed{{}}.\n\n"
+        "<problem> \n{problem}\n</problem>\n\n"
+        "<article>\n{document}\n</article>\n\n"
+        "Your answer:\n"
+    ),
+)
+
+PROMPT_SETS: dict[str, PromptSet] = {p.version: p for p in (V1, MICRO, PAPER)}
 
 
 def get_prompts(version: str = "v1") -> PromptSet:

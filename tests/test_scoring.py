@@ -118,3 +118,17 @@ def test_accuracy_is_memagents_two_way_substring():
     assert sub_em("Nixon", ["Richard Nixon"]) == 0.0  # sub-EM does not
     assert accuracy("the", ["Richard Nixon"]) == 0.0  # an empty normalised prediction is never inside
     assert accuracy(None, ["x"]) == 0.0 and accuracy("Ford", ["Richard Nixon", "Nixon"]) == 0.0
+
+
+def test_paper_prompts_have_memagents_blocks_and_cues():
+    from memtrain import prompts
+
+    upd = prompts.update_messages("Who?", "No previous memory", "A chunk.", "paper")[0]["content"]
+    assert upd.startswith("You are presented with a problem, a section of an article")
+    blocks = "<problem> \nWho?\n</problem>\n\n<memory>\nNo previous memory\n</memory>\n\n<section>\nA chunk."
+    assert blocks in upd
+    assert upd.endswith("</section>\n\nUpdated memory:\n")  # nothing added after MemAgent's cue
+    final = prompts.final_messages("Who?", "m", "paper")[0]["content"]
+    assert "put the answer in \\boxed{}" in final and final.endswith("</memory>\n\nYour answer:\n")
+    imr = prompts.imr_messages("m", "The [TARGET] bridge.", "paper")[0]["content"]
+    assert "[TARGET]" in imr and "<section>\nThe [TARGET] bridge.\n</section>" in imr

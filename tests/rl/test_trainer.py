@@ -152,6 +152,7 @@ def test_packaged_presets_are_valid_and_paper_values_pinned():
         assert (c.loss.eps_low, c.loss.eps_high, c.loss.adv_scale, c.loss.agg) == (
             0.2, 0.28, "none", "seq-mean-token-mean")
         assert (c.agent.memory_tokens, c.engine.kind, c.rollout.reward) == (1024, "vllm", "strict_em")
+        assert (c.agent.prompt_version, c.agent.answer_mode) == ("paper", "boxed")
     for name in ("paper_task_hotpotqa_qwen3_4b", "paper_task_hotpotqa_qwen25_7b"):  # MemAgent's recipe
         c = load_config(TrainConfig, "train", name)
         got = (c.batch_size, c.mini_batch_size, c.steps, c.optim.lr, c.rollout.imr)
