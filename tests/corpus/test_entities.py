@@ -101,9 +101,38 @@ def test_auto_and_none_specs():
 
 
 @pytest.mark.skipif(
-    importlib.util.find_spec("en_core_web_sm") is not None, reason="a spaCy model is installed"
+    any(importlib.util.find_spec(m) is not None for m in ent.SPACY_MODELS), reason="a spaCy model is installed"
 )
 def test_spacy_without_a_model_names_the_fix():
     ent._LOADED.pop("spacy", None)
-    with pytest.raises(MemtrainError, match="spacy download en_core_web_sm|--entities rules"):
+    with pytest.raises(MemtrainError, match=r"memtrain\[spacy\]|entities=rules"):
         extract_entities("Albert Einstein", "spacy")
+
+
+def test_spacy_ner_on_a_real_page_and_in_a_build(tmp_path):
+    """The paper's NER path, end to end: spaCy entities on the embedded dump, combined with wiki links."""
+    pytest.importorskip("spacy")
+    if not any(importlib.util.find_spec(m) for m in ent.SPACY_MODELS):
+        pytest.skip("no spaCy English model installed")
+    pytest.importorskip("gensim")
+    from memtrain.corpus import iter_passages
+
+    passages = list(iter_passages("embedded", entities="spacy", limit_pages=3))
+    labels = {e.label for p in passages for e in p.entities}
+    assert {"PERSON", "GPE", "DATE"} & labels and "LINK" not in labels
+    for p in passages[:20]:
+        assert all(p.text[e.start : e.end] == e.text for e in p.entities)  # offsets point at the mention
+    both = list(iter_passages("embedded", entities="links+spacy", limit_pages=3))
+    assert {"LINK", "PERSON"} <= {e.label for p in both for e in p.entities}
+
+    from memtrain.cli import main
+    from memtrain.tasks.taskset import load_tasks, read_manifest
+
+    out = tmp_path / "spacy_tasks"
+    assert main(["data", "build", "cpu", f"out={out}", "entities=spacy", "limit_pages=12", "num_tasks=4",
+                 "e2e.min_mentions=1", "progress=false"]) == 0
+    tasks = load_tasks(out)
+    assert tasks and {t.meta["answer_label"] for t in tasks} <= {
+        "PERSON", "GPE", "ORG", "DATE", "NORP", "LOC", "FAC", "EVENT", "WORK_OF_ART", "LAW", "LANGUAGE",
+        "PRODUCT", "CARDINAL", "ORDINAL", "QUANTITY", "MONEY", "PERCENT", "TIME"}
+    assert read_manifest(out).config["entities"] == "spacy"

@@ -225,3 +225,11 @@ def test_cli_bad_config_field(tmp_path, capsys):
     cfg.write_text("e2e: {n_relatd: 3}\n")
     rc, err = run_cli(capsys, str(cfg), f"out={tmp_path / 'x'}")
     assert rc == 2 and "n_related" in err
+
+
+def test_dense_retriever_build_records_its_choice(tmp_path):
+    pytest.importorskip("all_minilm_l6_v2")
+    out = tmp_path / "dense"
+    assert main(["data", "build", "cpu", f"out={out}", "retriever=dense", "limit_pages=6", "num_tasks=3",
+                 "e2e.min_mentions=1", "progress=false"]) == 0
+    assert len(load_tasks(out)) == 3 and read_manifest(out).config["retriever"] == "dense"

@@ -60,3 +60,27 @@ def test_dense_retriever_with_user_embedding():
     hits = r.topk([3, "paris france capital"], k=2, exclude=[set(), {3}])
     assert 3 not in hits[0] and hits[0][0] == 4
     assert hits[1][0] == 4 and 3 not in hits[1]
+
+
+def test_dense_minilm_retriever_finds_related_passages_and_caches(tmp_path, monkeypatch):
+    pytest.importorskip("all_minilm_l6_v2")
+    from memtrain.tasks import retrieval
+
+    enc = retrieval.MiniLMEncoder(cache_dir=tmp_path / "model")
+    calls = []
+
+    def counted(texts):
+        calls.append(len(texts))
+        return enc(texts)
+
+    counted.name = enc.name
+    texts = ["Paris is the capital of France.", "Berlin is the capital of Germany.",
+             "The cat sat on the mat.", "France's capital city is Paris."]
+    r = retrieval.DenseRetriever(counted, batch_size=2, cache_dir=tmp_path / "emb")
+    r.index(texts)
+    assert r.topk([0], 1) == [[3]]  # the paraphrase, not the other capital
+    assert calls == [2, 2]  # the pool, in batches of 2
+    assert r.topk(["the capital of Germany"], 1) == [[1]]  # a free-text query is encoded too
+    again = retrieval.DenseRetriever(counted, cache_dir=tmp_path / "emb")
+    again.index(texts)  # from the cache: no encoding
+    assert calls == [2, 2, 1] and again.topk([0], 1) == [[3]]
