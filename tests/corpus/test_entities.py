@@ -101,7 +101,8 @@ def test_auto_and_none_specs():
 
 
 @pytest.mark.skipif(
-    any(importlib.util.find_spec(m) is not None for m in ent.SPACY_MODELS), reason="a spaCy model is installed"
+    any(importlib.util.find_spec(m) is not None for m in ent.SPACY_MODELS),
+    reason="a spaCy model is installed",
 )
 def test_spacy_without_a_model_names_the_fix():
     ent._LOADED.pop("spacy", None)
