@@ -72,7 +72,35 @@ def report(seeds: list[int]) -> dict:
 
     write_json(RESULTS / "learning_micro.json", result)
     plot(entries, RESULTS / "learning_micro.png")
+    write_markdown(result, RESULTS / "learning_micro.md")
     return result
+
+
+def table(result: dict) -> str:
+    """The measured part of the results page (rewritten by every report; the prose around it is kept)."""
+    rows = ["| seed | held-out start | held-out end | curve (step: value) | IMR sub-EM start → end | "
+            "E2E sub-EM start → end | groups with signal | updates |", "|" + "---|" * 8]
+    for e in result["runs"]:
+        imr, e2e = e["also"]["eval/imr_sub_em"], e["also"]["eval/e2e_sub_em"]
+        curve = ", ".join(f"{s}: {v:.3f}" for s, v in e["curve"])
+        rows.append(f"| {e['seed']} | {e['start']:.3f} | {e['end']:.3f} | {curve} | {imr[0][1]:.3f} → "
+                    f"{imr[-1][1]:.3f} | {e2e[0][1]:.3f} → {e2e[-1][1]:.3f} | {e['groups_with_signal']} | "
+                    f"{e['updates']} |")
+    verdict = "**passed**" if result["passed"] else "**not passed**"
+    return ("\n".join(rows) + f"\n\nMean over seeds: start {mean_sd(result['start'])}, end "
+            f"{mean_sd(result['end'])} ({result['metric']}, {result['steps']} steps). Bar (end above start for "
+            f"every seed): {verdict}.\n\n![held-out and training reward](learning_micro.png)\n")
+
+
+def write_markdown(result: dict, path: Path) -> None:
+    from memtrain.io import atomic_open
+
+    begin, end = "<!-- learning_micro:begin -->", "<!-- learning_micro:end -->"
+    blank = f"# Learning at micro scale\n\n{begin}\n{end}\n"
+    text = path.read_text(encoding="utf-8") if path.is_file() else blank
+    pre, rest = text.split(begin, 1)
+    with atomic_open(path) as f:
+        f.write(f"{pre}{begin}\n{table(result)}{end}{rest.split(end, 1)[1]}")
 
 
 def plot(entries: list[dict], png: Path) -> None:
