@@ -88,8 +88,8 @@ def table(result: dict) -> str:
                     f"{e['updates']} |")
     verdict = "**passed**" if result["passed"] else "**not passed**"
     return ("\n".join(rows) + f"\n\nMean over seeds: start {mean_sd(result['start'])}, end "
-            f"{mean_sd(result['end'])} ({result['metric']}, {result['steps']} steps). Bar (end above start for "
-            f"every seed): {verdict}.\n\n![held-out and training reward](learning_micro.png)\n")
+            f"{mean_sd(result['end'])} ({result['metric']}, {result['steps']} steps). Bar (end above start "
+            f"for every seed): {verdict}.\n\n![held-out and training reward](learning_micro.png)\n")
 
 
 def write_markdown(result: dict, path: Path) -> None:
