@@ -211,3 +211,24 @@ def test_serve_cli_rejects_bad_sizes_before_loading(capsys):
 
     assert main(["serve", "model=tiny", "engine.batch_size=0"]) == 2
     assert "EngineConfig.batch_size must be >= 1" in capsys.readouterr().err
+
+
+def test_openai_engine_records_the_servers_log_probs_and_a_seed_per_conversation():
+    """With logprobs on, the sampled tokens' log-probs come back aligned with the token ids; each
+    conversation of a call carries its own seed (identical prompts of one group then sample apart)."""
+    seen: list[dict] = []
+
+    def server(request: httpx.Request) -> httpx.Response:
+        body = json.loads(request.content)
+        seen.append(body)
+        return httpx.Response(200, json={"choices": [{
+            "message": {"role": "assistant", "content": "a b"}, "finish_reason": "stop", "token_ids": [7, 8],
+            "logprobs": {"content": [{"token": "a", "logprob": -0.5}, {"token": " b", "logprob": -1.25}]}}],
+            "prompt_token_ids": [1, 2, 3]})
+
+    client = OpenAIEngine("http://x.invalid/v1", "m", logprobs=True, request_token_ids=True, concurrency=2)
+    client._client = _mock_client(server)
+    convs = [[{"role": "user", "content": "same"}]] * 2
+    comps = client.generate(convs, Sampling(max_new_tokens=2, temperature=1.0, seeds=[11, 12]))
+    assert [c.logprobs for c in comps] == [[-0.5, -1.25]] * 2 and comps[0].completion_ids == [7, 8]
+    assert sorted(b["seed"] for b in seen) == [11, 12] and all(b["logprobs"] is True for b in seen)

@@ -35,6 +35,8 @@ class EngineConfig:
     timeout_s: float = option("openai: seconds per request before a retry", 60.0)
     retries: int = option("openai: retries per request on connection errors and 5xx", 3)
     gpu_memory_utilization: float = option("vllm: fraction of GPU memory for weights and KV cache", 0.5)
+    logprobs: bool = option("record the sampler's log-prob of every generated token (used by "
+                            "loss.tis_cap; hf/vllm/openai)", False)
 
     def validate(self) -> None:
         for name in ("batch_size", "concurrency"):
@@ -66,15 +68,15 @@ def build_engine(cfg: EngineConfig, model: str, policy: Any = None, tokenizer: A
             from memtrain.models import load_model
 
             policy, tokenizer = load_model(model, dtype=cfg.dtype, device=cfg.device)
-        return HFEngine(policy, tokenizer, batch_size=cfg.batch_size)
+        return HFEngine(policy, tokenizer, batch_size=cfg.batch_size, logprobs=cfg.logprobs)
     if cfg.kind == "openai":
         from memtrain.agent.openai_engine import OpenAIEngine
 
         return OpenAIEngine(cfg.base_url, model, tokenizer=tokenizer or _tokenizer(cfg.tokenizer),  # type: ignore[arg-type]
                             api_key_env=cfg.api_key_env, concurrency=cfg.concurrency, timeout=cfg.timeout_s,
-                            retries=cfg.retries)
+                            retries=cfg.retries, logprobs=cfg.logprobs)
     from memtrain.agent.vllm_engine import VLLMEngine
     from memtrain.models import resolve_path
 
     return VLLMEngine(resolve_path(model), tokenizer=tokenizer or _tokenizer(cfg.tokenizer), dtype=cfg.dtype,
-                      gpu_memory_utilization=cfg.gpu_memory_utilization)
+                      gpu_memory_utilization=cfg.gpu_memory_utilization, logprobs=cfg.logprobs)

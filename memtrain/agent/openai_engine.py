@@ -51,6 +51,7 @@ class OpenAIEngine:
         backoff: float = 0.5,
         request_token_ids: bool = False,
         extra_body: dict[str, Any] | None = None,
+        logprobs: bool = False,
     ):
         if concurrency <= 0:
             raise MemtrainError(f"OpenAIEngine concurrency must be positive, got {concurrency}")
@@ -63,6 +64,7 @@ class OpenAIEngine:
         self.retries = max(0, retries)
         self.backoff = backoff
         self.request_token_ids = request_token_ids
+        self.logprobs = logprobs  # ask for each sampled token's log-prob (OpenAI `logprobs: true`)
         self.extra_body = dict(extra_body or {})
         self._client = httpx.Client(timeout=timeout, limits=httpx.Limits(max_connections=concurrency))
 
@@ -103,6 +105,8 @@ class OpenAIEngine:
         }
         if self.request_token_ids:
             body["return_token_ids"] = True
+        if self.logprobs:
+            body["logprobs"] = True
         if sampling.top_k:
             body["top_k"] = sampling.top_k  # non-standard but accepted by vLLM and SGLang
         if sampling.seed is not None:
@@ -166,11 +170,16 @@ class OpenAIEngine:
                 prompt_ids = render(self.tokenizer, conversation)
             if completion_ids is None:
                 completion_ids = self.tokenizer.encode(text, add_special_tokens=False)
+        content = (choice.get("logprobs") or {}).get("content") if self.logprobs else None
+        lps = [float(t["logprob"]) for t in content] if content else None
+        if lps is not None and completion_ids is not None and len(lps) != len(completion_ids):
+            lps = None  # not aligned with the token ids we train on: do not pretend they are
         return Completion(
             text=text.strip(),
             prompt_ids=list(prompt_ids or []),
             completion_ids=list(completion_ids or []),
             finish_reason=finish,
+            logprobs=lps,
         )
 
 

@@ -42,9 +42,11 @@ class VLLMEngine:
         tokenizer: Any = None,
         dtype: str = "auto",
         gpu_memory_utilization: float = 0.85,
+        logprobs: bool = False,
         **kwargs: Any,
     ):
         vllm = _import_vllm()
+        self.logprobs = logprobs  # record each sampled token's log-prob (SamplingParams.logprobs=0)
         self._vllm = vllm
         self.model_name = model_name_or_path
         self.llm = vllm.LLM(
@@ -62,6 +64,7 @@ class VLLMEngine:
             top_p=sampling.top_p if not sampling.greedy else 1.0,
             top_k=sampling.top_k if sampling.top_k > 0 else -1,  # vLLM: -1 disables top-k
             seed=sampling.seed,
+            logprobs=0 if self.logprobs else None,  # 0: the sampled token's log-prob only
         )
 
     def generate(self, conversations: Sequence[Conversation], sampling: Sampling) -> list[Completion]:
@@ -84,8 +87,12 @@ class VLLMEngine:
             text = self.tokenizer.decode(
                 [t for t in ids if t not in self._stop_ids], skip_special_tokens=True
             )
+            lps = None
+            if self.logprobs and o.logprobs:
+                lps = [float(step[t].logprob) for step, t in zip(o.logprobs, ids, strict=False)]
             results.append(
-                Completion(text=text.strip(), prompt_ids=p, completion_ids=ids, finish_reason=reason)
+                Completion(text=text.strip(), prompt_ids=p, completion_ids=ids, finish_reason=reason,
+                           logprobs=lps)
             )
         return results
 
