@@ -88,3 +88,19 @@ def test_eval_cli_proxy_on_e2e_task_set(tmp_path, capsys):
     assert metrics["n"] == 3 and metrics["n_imr"] == 3
     assert len(list(read_jsonl(out / "proxy_results.jsonl"))) == 3
     assert "IMR strict EM" in (out / "results.md").read_text() and "IMR strict EM" in capsys.readouterr().out
+
+
+def test_sampled_evaluation_reports_the_spread_over_samples(hotpot_eval_set, tmp_path):
+    out = tmp_path / "sampled"
+    assert main(_args(hotpot_eval_set, out, "temperature=0.7", "top_p=0.95", "samples=2")) == 0
+    rows = list(read_jsonl(out / "results.jsonl"))
+    assert len(rows) == 8 and {r["sample"] for r in rows} == {0, 1}  # 4 tasks x 2 samples
+    m = json.loads((out / "metrics.json").read_text())
+    assert (m["temperature"], m["top_p"], m["samples"]) == (0.7, 0.95, 2)  # recorded with the results
+    import statistics
+
+    for n, g in m["by_length"].items():  # the spread is the stdev of the per-sample accuracies
+        per = [statistics.fmean(r["metrics"]["accuracy"] for r in rows if str(r["n_docs"]) == n
+                                and r["sample"] == k) for k in (0, 1)]
+        assert g["samples"] == 2 and g["n"] == 4 and g["accuracy_sd"] == pytest.approx(statistics.stdev(per))
+    assert main(_args(hotpot_eval_set, tmp_path / "g", "samples=2")) == 2  # greedy samples are identical
