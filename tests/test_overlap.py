@@ -24,6 +24,10 @@ def hotpot(shared_data):
     return path, split, pool
 
 
+# Leaks are planted with the "disjoint" construction, whose distractors are exactly the list given (the
+# MemAgent construction fills short contexts with the record's own paragraphs first).
+
+
 def _write(path: Path, tasks) -> Path:
     path.write_text("".join(json.dumps(t.to_dict()) + "\n" for t in tasks))
     return path
@@ -84,7 +88,8 @@ def test_two_task_sets_on_disk(hotpot, tokenizer, tmp_path, capsys):
     own_doc = next(d for d in pool if d.key == own)
     tr_q = split.train[0]
     distractors = [own_doc, *longqa.distractor_order(tr_q, pool, 0, split.eval_keys)]
-    bad = _write(tmp_path / "bad.jsonl", [longqa.build_task(tr_q, distractors, 6, tokenizer, 256, seed=0)])
+    bad = _write(tmp_path / "bad.jsonl", [longqa.build_task(tr_q, distractors, 6, tokenizer, 256, seed=0,
+                                                       construction="disjoint")])
     assert check_overlap.main([str(bad), str(ev)]) == 1
     assert own in capsys.readouterr().out
 
@@ -109,7 +114,8 @@ def test_clean_sets_pass_and_a_planted_gold_paragraph_is_caught(hotpot, tokenize
     # leak: an evaluation question's gold paragraph used as a distractor of a training question
     gold = ev_q[0].gold[0]
     distractors = [gold, *longqa.distractor_order(tr_q[0], pool, 0, split.eval_keys)]
-    leaked = longqa.build_task(tr_q[0], distractors, 6, tokenizer, 256, seed=0)
+    leaked = longqa.build_task(tr_q[0], distractors, 6, tokenizer, 256, seed=0,
+                                construction="disjoint")
     assert gold.key in leaked.meta["doc_keys"]
     bad = _write(tmp_path / "leaked.jsonl", [leaked, *tr[1:]])
     assert check_overlap.main(["--train", str(bad), "--eval", str(ev_file), "--data", str(path)]) == 1
@@ -127,7 +133,8 @@ def test_eval_question_own_distractor_and_results_files(hotpot, tokenizer, tmp_p
     own = sorted(ev_q[0].context_keys - {d.key for d in ev_q[0].gold})[0]
     own_doc = next(d for d in pool if d.key == own)
     distractors = [own_doc, *longqa.distractor_order(tr_q[0], pool, 0, split.eval_keys)]
-    leaked = longqa.build_task(tr_q[0], distractors, 6, tokenizer, 256, seed=0)
+    leaked = longqa.build_task(tr_q[0], distractors, 6, tokenizer, 256, seed=0,
+                                construction="disjoint")
     bad = _write(tmp_path / "train.jsonl", [leaked])
     results = tmp_path / "eval_run"
     results.mkdir()
