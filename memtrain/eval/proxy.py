@@ -107,7 +107,11 @@ def evaluate_proxy(
 
 
 def proxy_summary(rows: Sequence[dict[str, Any]], reward: str = "strict_em") -> dict[str, Any]:
-    """E2E and IMR scores (the reward and strict EM) over result rows."""
+    """E2E and IMR scores (the reward and strict EM) over result rows.
+
+    ``e2e_accuracy`` / ``imr_accuracy`` are strict EM; the names predate MemAgent's two-way "accuracy" of
+    long-document QA and are kept so earlier results files stay readable.
+    """
     probes = [r["imr"] for r in rows if r.get("imr")]
     n = len(rows)
 
