@@ -23,8 +23,9 @@ from memtrain.agent.loop import AgentConfig
 from memtrain.io import write_json
 from memtrain.records import MemTask, Rollouts
 from memtrain.rl.config import RolloutConfig
+from memtrain.rl.rewards import imr_reward
 from memtrain.rl.rollout import collect
-from memtrain.scoring import extract_answer, score_all, strict_em
+from memtrain.scoring import extract_answer, score_all
 
 from .results import check_run_info, run_resumable, timed
 
@@ -58,7 +59,8 @@ def proxy_rows(r: Rollouts, answer_mode: str) -> list[dict[str, Any]]:
             pred = extract_answer(text, answer_mode)
             row["imr"] = {"k": q.k, "l": q.l, "answer": q.candidate.answer, "response": text,
                           "prediction": pred, "reward": q.rewards[0],
-                          "strict_em": strict_em(pred, [q.candidate.answer, *q.candidate.forms])}
+                          "strict_em": imr_reward(text, q.candidate.answer, q.candidate.forms, answer_mode,
+                                                  "strict_em")}
         rows.append(row)
     return rows
 

@@ -69,12 +69,8 @@ def first_questions(tasks: list[Any], n: int | None) -> list[Any]:
     """The tasks of the first ``n`` distinct questions (every length of each), in task-set order."""
     if n is None:
         return tasks
-    keep: list[str] = []
-    for t in tasks:
-        q = t.meta.get("question_id", t.id)
-        if q not in keep:
-            keep.append(q)
-    chosen = set(keep[:n])
+    order = dict.fromkeys(t.meta.get("question_id", t.id) for t in tasks)  # first appearance order
+    chosen = set(list(order)[:n])
     return [t for t in tasks if t.meta.get("question_id", t.id) in chosen]
 
 

@@ -29,7 +29,7 @@ from memtrain.agent.loop import AgentConfig, run_memory_agent
 from memtrain.records import ImrProbe, MemTask, Rollouts
 from memtrain.rl import rewards
 from memtrain.rl.config import RolloutConfig
-from memtrain.scoring import extract_answer, extract_boxed, strict_em
+from memtrain.scoring import extract_boxed
 from memtrain.seeds import derive_seed
 from memtrain.tasks.imr import pick_probe, probe_rng
 
@@ -56,7 +56,7 @@ def collect(
 
     answer_rewards = [rewards.answer_reward(tr.response, tasks[d].answers, cfg.reward, agent.answer_mode)
                       for d, tr in zip(doc_of, trajs, strict=True)]
-    answer_strict = [strict_em(extract_answer(tr.response, agent.answer_mode), tasks[d].answers)
+    answer_strict = [rewards.answer_reward(tr.response, tasks[d].answers, "strict_em", agent.answer_mode)
                      for d, tr in zip(doc_of, trajs, strict=True)]
 
     imr: list[ImrProbe | None] = [None] * len(trajs)
@@ -65,10 +65,10 @@ def collect(
             if tasks[d].kind != "qa":
                 rng = probe_rng(seed, tasks[d].id, i % cfg.g1)
                 imr[i] = pick_probe(tasks[d], tr.memories, rng, agent.prompt_version)
-    asked = [q for q in imr if q is not None]
+    owners = [i for i, q in enumerate(imr) if q is not None]
+    asked = [imr[i] for i in owners]
     t1 = time.perf_counter()
     if asked:
-        owners = [i for i, q in enumerate(imr) if q is not None]
         convs = [q.messages for q in asked for _ in range(cfg.g2)]
         seeds = [derive_seed(seed, "imr", tasks[doc_of[i]].id, i % cfg.g1, j) for i in owners
                  for j in range(cfg.g2)]  # each of the G2 answers samples on its own
@@ -108,8 +108,8 @@ def rollout_metrics(r: Rollouts, reward: str = "strict_em", answer_mode: str = "
         f"reward/imr_{reward}": _mean([x for q in r.imr if q for x in q.rewards]),
         "reward/coupled": _mean(r.rewards),
         "score/e2e_strict_em": _mean(r.answer_strict),
-        "score/imr_strict_em": _mean([strict_em(extract_answer(c.text, answer_mode),
-                                                [q.candidate.answer, *q.candidate.forms])
+        "score/imr_strict_em": _mean([rewards.imr_reward(c.text, q.candidate.answer, q.candidate.forms,
+                                                         answer_mode, "strict_em")
                                       for q in r.imr if q for c in q.completions]),
         "reward/no_boxed_final": _mean([float(extract_boxed(tr.response) is None) for tr in r.trajectories]),
         "reward/no_boxed_imr": _mean([float(extract_boxed(c.text) is None) for c in imr_comps]),
