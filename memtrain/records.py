@@ -190,6 +190,17 @@ class ImrProbe:
 
 
 @dataclass
+class ScoredTrajectory:
+    """One rollout session: a trajectory, its IMR probe (answers and ``R^I`` filled) and its rewards."""
+
+    trajectory: Trajectory
+    imr: ImrProbe | None
+    answer_reward: float  # E2E / QA answer reward (the configured metric)
+    answer_strict: float  # strict EM of the final answer
+    reward: float  # R^E, the coupled reward the trajectory's conversations are trained on
+
+
+@dataclass
 class Rollouts:
     """Everything sampled for one batch, aligned by trajectory index (B·G1 trajectories)."""
 

@@ -1,23 +1,31 @@
-"""The memory loop (DESIGN §1), written once for every engine.
+"""The memory loop (DESIGN §1), written once, per trajectory, for every engine.
 
 Step t = 1..T: the prompt holds the problem, the previous memory m_{t-1} (m_0 = "No previous memory") and
 chunk c_t; the whole response, cut to ``memory_tokens``, becomes m_t. The final step asks for the answer
 from m_T alone. Every step is an independent single-turn conversation, so cost is linear in the number of
 chunks and each conversation is trainable on its own.
 
-Batching is turn-synchronous: step t of every still-active document goes to the engine in one call, so a
-batch of 16 documents costs ~T+1 engine calls instead of 16·(T+1).
+:func:`read_document` reads **one** document: an ``async`` function over a :class:`Generator` (anything
+with ``async complete(conversations, sampling)``), the shape of veRL's ``AgentLoopBase.run``. Batching is
+the generator's business, not the loop's: :class:`TurnBatcher` puts a batch engine (HF, vLLM, an
+OpenAI-compatible client) behind that interface and coalesces the requests of concurrent trajectories,
+flushing when every live trajectory is waiting, so step t of 16 documents is still one engine call;
+veRL's server manager is another generator (:mod:`memtrain.integrations.verl`). :func:`run_sessions`
+drives any per-trajectory coroutines (the memory loop, the MemTrain rollout, the searching agent) through
+one batcher, and :func:`run_memory_agent` is the synchronous entry for a list of tasks.
 """
 
 from __future__ import annotations
 
+import asyncio
+import concurrent.futures
 import dataclasses
 import json
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO, Any, Literal
+from typing import IO, Any, Literal, Protocol, TypeVar
 
 from memtrain import prompts
 from memtrain.agent.engine import Engine, Sampling
@@ -59,7 +67,7 @@ class AgentConfig:
             )
 
 
-def cut_memory(engine: Engine, completion: Completion, memory_tokens: int) -> str:
+def cut_memory(engine: Engine | Generator, completion: Completion, memory_tokens: int) -> str:
     """The memory a completion yields: its text, cut to the budget if an engine returned more."""
     if len(completion.completion_ids) <= memory_tokens or engine.tokenizer is None:
         return completion.text
@@ -87,6 +95,176 @@ def make_task(
     )
 
 
+Conversation = list[dict[str, str]]
+T = TypeVar("T")
+
+
+class Generator(Protocol):
+    """What a per-trajectory loop generates with: one awaitable call for one or several conversations.
+
+    ``sampling.seeds`` (when set) holds one seed per conversation. A call with several conversations (the G2
+    answers of one IMR prompt) is one wait: batchers coalesce calls, never split a trajectory's call.
+    """
+
+    tokenizer: Any
+
+    async def complete(
+        self, conversations: Sequence[Conversation], sampling: Sampling
+    ) -> list[Completion]: ...
+
+
+class TurnBatcher:
+    """A batch engine behind the :class:`Generator` interface, coalescing concurrent trajectories.
+
+    ``live`` trajectories share the batcher; a call waits until every live one is waiting too (or has left),
+    then all pending conversations go to ``engine.generate`` at once, one call per distinct sampling setting
+    (update and final turns have different budgets). So reading B documents in lock-step costs about T+1
+    engine calls, as a hand-written turn-synchronous loop would, while each trajectory stays a plain
+    sequential coroutine. The engine runs on the event loop's thread: nothing else needs it meanwhile.
+    """
+
+    def __init__(self, engine: Engine, live: int, on_batch: Callable[[int], None] | None = None):
+        self.engine = engine
+        self.tokenizer = engine.tokenizer
+        self.live = live
+        self.on_batch = on_batch
+        self.pending: list[tuple[list[Conversation], Sampling, asyncio.Future]] = []
+
+    async def complete(self, conversations: Sequence[Conversation], sampling: Sampling) -> list[Completion]:
+        future = asyncio.get_running_loop().create_future()
+        self.pending.append((list(conversations), sampling, future))
+        self._flush_if_all_waiting()
+        return await future
+
+    def leave(self) -> None:
+        """A trajectory finished (or failed): stop waiting for it."""
+        self.live -= 1
+        self._flush_if_all_waiting()
+
+    def _flush_if_all_waiting(self) -> None:
+        if not self.pending or len(self.pending) < self.live:
+            return
+        batch, self.pending = self.pending, []
+        groups: dict[tuple, list[tuple[list[Conversation], Sampling, asyncio.Future]]] = {}
+        for item in batch:  # same decoding settings, seeds aside
+            groups.setdefault(dataclasses.astuple(dataclasses.replace(item[1], seed=None, seeds=None)),
+                              []).append(item)
+        for items in groups.values():
+            convs = [c for conv, _, _ in items for c in conv]
+            seeds = [s.seeds[j] if s.seeds else s.seed for conv, s, _ in items for j in range(len(conv))]
+            sampling = dataclasses.replace(items[0][1], seed=None,
+                                           seeds=None if all(x is None for x in seeds) else seeds)
+            try:
+                comps = self.engine.generate(convs, sampling)
+            except BaseException as e:  # every waiting trajectory sees the engine's error
+                for _, _, f in items:
+                    f.set_exception(e)
+                continue
+            at = 0
+            for conv, _, f in items:
+                f.set_result(comps[at : at + len(conv)])
+                at += len(conv)
+            if self.on_batch:
+                self.on_batch(len(convs))
+
+
+def run_sessions(
+    engine: Engine,
+    sessions: Sequence[Callable[[Generator], Awaitable[T]]],
+    total: int | None = None,
+    desc: str = "memory agent",
+    progress: bool = True,
+) -> list[T]:
+    """Run per-trajectory coroutines concurrently over one :class:`TurnBatcher`; results in input order.
+
+    ``total`` is the number of conversations expected, for the progress bar (one tick per conversation).
+    Works from synchronous code and from inside a running event loop (e.g. Jupyter): then it runs on a
+    helper thread.
+    """
+    if not sessions:
+        return []
+    bar = progress_bar(total=total, desc=desc, unit="conv", disable=not progress, leave=False)
+
+    async def main() -> list[T]:
+        batcher = TurnBatcher(engine, live=len(sessions), on_batch=bar.update)
+
+        async def one(session: Callable[[Generator], Awaitable[T]]) -> T:
+            try:
+                return await session(batcher)
+            finally:
+                batcher.leave()
+
+        return list(await asyncio.gather(*(one(s) for s in sessions)))
+
+    try:
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:
+            return asyncio.run(main())
+        with concurrent.futures.ThreadPoolExecutor(1) as pool:
+            return pool.submit(asyncio.run, main()).result()
+    finally:
+        bar.close()
+
+
+async def read_document(
+    gen: Generator,
+    task: MemTask,
+    cfg: AgentConfig,
+    sampling: Sampling,
+    key: str | None = None,
+    trace: IO[str] | None = None,
+) -> Trajectory:
+    """Read one task's chunks with a bounded memory, then answer: one trajectory.
+
+    ``sampling.max_new_tokens`` is overridden per turn by the memory and answer budgets. When
+    ``sampling.seed`` is set, each conversation gets its own seed derived from (seed, ``key``, step); ``key``
+    (default: the task id) must tell apart the copies of one document in a GRPO group, so that they sample
+    independently on engines that seed each request (vLLM, OpenAI-compatible servers), and reruns are
+    identical.
+    """
+    key = task.id if key is None else key
+    chunks = task.chunks[: cfg.max_chunks] if cfg.max_chunks else task.chunks
+    memories, turns = [prompts.NO_MEMORY], []
+
+    async def turn(kind: str, t: int, conv: Conversation, budget: int) -> Completion:
+        seeds = None if sampling.seed is None else [derive_seed(sampling.seed, key, t)]
+        start = time.perf_counter()
+        step = dataclasses.replace(sampling, max_new_tokens=budget, seeds=seeds)
+        (comp,) = await gen.complete([conv], step)
+        turns.append(Turn(kind=kind, step=t, messages=conv, completion=comp,
+                          seconds=time.perf_counter() - start))
+        if kind == "update":
+            memories.append(cut_memory(gen, comp, cfg.memory_tokens))
+        if trace is not None:
+            _write_trace(trace, task.id, turns[-1], memories[-1] if kind == "update" else None)
+        return comp
+
+    for t, chunk in enumerate(chunks):
+        conv = prompts.update_messages(task.problem, memories[-1], chunk, cfg.prompt_version)
+        await turn("update", t, conv, cfg.memory_tokens)
+    final = await turn("final", len(chunks), prompts.final_messages(task.problem, memories[-1],
+                                                                     cfg.prompt_version), cfg.answer_tokens)
+    return Trajectory(task_id=task.id, problem=task.problem, turns=turns, memories=memories,
+                      response=final.text, answer=extract_answer(final.text, cfg.answer_mode))
+
+
+def copy_keys(tasks: Sequence[MemTask]) -> list[tuple[str, int]]:
+    """(task id, which copy of that task in the list): distinct for the G copies of one document and
+    independent of which other tasks share the batch."""
+    seen: dict[str, int] = {}
+    out = []
+    for task in tasks:
+        out.append((task.id, seen.get(task.id, 0)))
+        seen[task.id] = seen.get(task.id, 0) + 1
+    return out
+
+
+def n_conversations(task: MemTask, cfg: AgentConfig) -> int:
+    """Conversations one read of ``task`` costs: one update per chunk read, plus the final answer."""
+    return min(len(task.chunks), cfg.max_chunks or len(task.chunks)) + 1
+
+
 def run_memory_agent(
     engine: Engine,
     tasks: Sequence[MemTask],
@@ -95,62 +273,14 @@ def run_memory_agent(
     trace: IO[str] | None = None,
     progress: bool = True,
 ) -> list[Trajectory]:
-    """Read every task's chunks with a bounded memory, then answer; one engine call per step.
-
-    ``sampling.max_new_tokens`` is overridden per turn by the memory and answer budgets. When
-    ``sampling.seed`` is set, every conversation gets its own seed, derived from (seed, task id, which copy
-    of that task in the call, step): copies of one document (a GRPO group) sample independently on engines
-    that seed each request (vLLM, OpenAI-compatible servers), steps differ, and reruns are identical.
-    """
-    memories = [[prompts.NO_MEMORY] for _ in tasks]
-    turns: list[list[Turn]] = [[] for _ in tasks]
-    chunks = [t.chunks[: cfg.max_chunks] if cfg.max_chunks else t.chunks for t in tasks]
-    n_steps = max((len(c) for c in chunks), default=0)
-    bar = progress_bar(total=n_steps + 1, desc="memory agent", unit="step", disable=not progress, leave=False)
-
-    copy: dict[str, int] = {}
-    keys = []  # "task id|copy index": distinct for the G copies of a document, independent of the batch
-    for task in tasks:
-        keys.append(f"{task.id}|{copy.get(task.id, 0)}")
-        copy[task.id] = copy.get(task.id, 0) + 1
-
-    def step(kind: str, t: int, rows: list[int], convs: list[list[dict[str, str]]], budget: int) -> None:
-        seeds = None if sampling.seed is None else [derive_seed(sampling.seed, keys[i], t) for i in rows]
-        s = dataclasses.replace(sampling, max_new_tokens=budget, seeds=seeds)
-        start = time.perf_counter()
-        comps = engine.generate(convs, s)
-        seconds = time.perf_counter() - start
-        for i, conv, comp in zip(rows, convs, comps, strict=True):
-            turns[i].append(Turn(kind=kind, step=t, messages=conv, completion=comp, seconds=seconds))
-            if kind == "update":
-                memories[i].append(cut_memory(engine, comp, cfg.memory_tokens))
-            if trace is not None:
-                _write_trace(trace, tasks[i].id, turns[i][-1], memories[i][-1] if kind == "update" else None)
-        bar.update(1)
-
-    for t in range(n_steps):
-        rows = [i for i, c in enumerate(chunks) if t < len(c)]
-        convs = [
-            prompts.update_messages(tasks[i].problem, memories[i][-1], chunks[i][t], cfg.prompt_version)
-            for i in rows
-        ]
-        step("update", t, rows, convs, cfg.memory_tokens)
-    rows = list(range(len(tasks)))
-    if rows:
-        convs = [prompts.final_messages(tasks[i].problem, memories[i][-1], cfg.prompt_version) for i in rows]
-        step("final", n_steps, rows, convs, cfg.answer_tokens)
-    bar.close()
-    return [
-        Trajectory(
-            task_id=task.id,
-            problem=task.problem,
-            turns=turns[i],
-            memories=memories[i],
-            response=turns[i][-1].completion.text,
-            answer=extract_answer(turns[i][-1].completion.text, cfg.answer_mode),
-        )
-        for i, task in enumerate(tasks)
+    """Read every task (:func:`read_document`), all concurrently through one :class:`TurnBatcher`."""
+    keys = [f"{tid}|{c}" for tid, c in copy_keys(tasks)]
+    sessions = [
+        lambda gen, task=task, key=key: read_document(gen, task, cfg, sampling, key, trace)
+        for task, key in zip(tasks, keys, strict=True)
     ]
+    total = sum(n_conversations(t, cfg) for t in tasks)
+    return run_sessions(engine, sessions, total=total, progress=progress)
 
 
 def _write_trace(f: IO[str], task_id: str, turn: Turn, memory: str | None) -> None:

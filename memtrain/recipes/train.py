@@ -133,6 +133,7 @@ def train(cfg: TrainConfig) -> Path:
 
         metrics = {**rollouts.metrics, **row_stats, **upd, "lr": scheduler.get_last_lr()[0],
                    "time/rollout_s": t1 - t0, "time/update_s": t2 - t1, "time/step_s": t2 - t0,
+                   "gen/tokens_per_s": rollouts.metrics["gen/tokens"] / max(t1 - t0, 1e-9),
                    "mem/peak_rss_gib": peak_rss_gib()}
         if held_out and (step == cfg.steps or (cfg.eval_every and step % cfg.eval_every == 0)):
             metrics.update(held_out_eval(step))

@@ -1,14 +1,16 @@
 """Rollouts of the MemTrain objective: G1 E2E trajectories per document, G2 IMR answers per trajectory.
 
-For a batch of documents (DESIGN §2–3):
+One trajectory is :func:`rollout_trajectory`, an ``async`` function over a
+:class:`~memtrain.agent.loop.Generator` — the same code runs inside memtrain's trainer (all B·G1
+trajectories of a batch concurrently through one turn batcher, :func:`collect`) and inside veRL's agent loop
+(:mod:`memtrain.integrations.verl`). Per trajectory (DESIGN §2–3):
 
-1. Every document is repeated G1 times and the whole batch is read in **one** turn-synchronous memory loop
-   (:func:`memtrain.agent.loop.run_memory_agent`), so step t of all B·G1 trajectories is one engine call.
-2. For each trajectory that read T chunks, :func:`memtrain.tasks.imr.pick_probe` picks an IMR question
-   (the one rule, shared with evaluation: k, an earlier chunk c_l, the hidden entity ỹ as ``[TARGET]``),
-   drawn from ``(seed, task id, copy index)``. Trajectories without a probe have an IMR term of 0 and are
-   counted (``imr/missing``).
-3. All IMR prompts of the batch, each repeated G2 times, go to the engine in **one** call.
+1. Read the document (:func:`memtrain.agent.loop.read_document`): T memory updates and the final answer.
+2. :func:`memtrain.tasks.imr.pick_probe` picks an IMR question (the one rule, shared with evaluation: k, an
+   earlier chunk c_l, the hidden entity ỹ as ``[TARGET]``), drawn from ``(seed, task id, copy index)``.
+   Trajectories without a probe have an IMR term of 0 and are counted (``imr/missing``).
+3. The IMR prompt's G2 answers are one generator call (each with its own seed); concurrent trajectories'
+   IMR calls coalesce into one engine call.
 4. Rewards (:mod:`memtrain.rl.rewards`): ``R^I`` per IMR answer, ``R^E`` per trajectory (E2E answer reward
    + λ/G2·Σ R^I), both scored by ``rollout.reward``. QA tasks (``kind="qa"``) use the same path, no IMR.
    Metrics are named for what was scored (``reward/e2e_f1`` when the reward is F1); the strict EM of every
@@ -21,17 +23,51 @@ trains the IMR answers but does not fold their reward into E2E (the paper's "sep
 from __future__ import annotations
 
 import dataclasses
-import time
 from collections.abc import Sequence
 
 from memtrain.agent.engine import Engine, Sampling
-from memtrain.agent.loop import AgentConfig, run_memory_agent
-from memtrain.records import ImrProbe, MemTask, Rollouts
+from memtrain.agent.loop import (
+    AgentConfig,
+    Generator,
+    copy_keys,
+    n_conversations,
+    read_document,
+    run_sessions,
+)
+from memtrain.records import MemTask, Rollouts, ScoredTrajectory
 from memtrain.rl import rewards
 from memtrain.rl.config import RolloutConfig
 from memtrain.scoring import extract_boxed
 from memtrain.seeds import derive_seed
 from memtrain.tasks.imr import pick_probe, probe_rng
+
+
+async def rollout_trajectory(
+    gen: Generator, task: MemTask, copy: int, agent: AgentConfig, cfg: RolloutConfig, seed: int
+) -> ScoredTrajectory:
+    """One trajectory of the MemTrain objective (or of QA post-training), with its IMR answers and rewards.
+
+    ``copy`` numbers the G1 reads of one document: with ``seed`` it fixes this trajectory's sampling seeds
+    and its IMR draw, independently of the batch it runs in.
+    """
+    sampling = Sampling(temperature=cfg.temperature, top_p=cfg.top_p, seed=seed)
+    traj = await read_document(gen, task, agent, sampling, key=f"{task.id}|{copy}")
+    answer = rewards.answer_reward(traj.response, task.answers, cfg.reward, agent.answer_mode)
+    strict = rewards.answer_reward(traj.response, task.answers, "strict_em", agent.answer_mode)
+    probe = None
+    if cfg.imr and task.kind != "qa":
+        probe = pick_probe(task, traj.memories, probe_rng(seed, task.id, copy), agent.prompt_version)
+    if probe is not None:
+        seeds = [derive_seed(seed, "imr", task.id, copy, j) for j in range(cfg.g2)]  # each answer on its own
+        probe.completions = await gen.complete(
+            [probe.messages] * cfg.g2, dataclasses.replace(sampling, max_new_tokens=agent.answer_tokens,
+                                                           seeds=seeds))
+        cand = probe.candidate
+        probe.rewards = [rewards.imr_reward(c.text, cand.answer, cand.forms, agent.answer_mode, cfg.reward)
+                         for c in probe.completions]
+    coupled = rewards.coupled_reward(answer, probe.rewards if probe else [], cfg.lambda_imr, cfg.g2)
+    return ScoredTrajectory(trajectory=traj, imr=probe, answer_reward=answer, answer_strict=strict,
+                            reward=coupled)
 
 
 def collect(
@@ -48,46 +84,20 @@ def collect(
     training, the run seed in evaluation.
     """
     tasks = list(tasks)
-    sampling = Sampling(temperature=cfg.temperature, top_p=cfg.top_p, seed=seed)
     doc_of = [d for d in range(len(tasks)) for _ in range(cfg.g1)]
-    t0 = time.perf_counter()
-    trajs = run_memory_agent(engine, [tasks[d] for d in doc_of], agent, sampling, progress=progress)
-    e2e_seconds = time.perf_counter() - t0
-
-    answer_rewards = [rewards.answer_reward(tr.response, tasks[d].answers, cfg.reward, agent.answer_mode)
-                      for d, tr in zip(doc_of, trajs, strict=True)]
-    answer_strict = [rewards.answer_reward(tr.response, tasks[d].answers, "strict_em", agent.answer_mode)
-                     for d, tr in zip(doc_of, trajs, strict=True)]
-
-    imr: list[ImrProbe | None] = [None] * len(trajs)
-    if cfg.imr:
-        for i, (d, tr) in enumerate(zip(doc_of, trajs, strict=True)):
-            if tasks[d].kind != "qa":
-                rng = probe_rng(seed, tasks[d].id, i % cfg.g1)
-                imr[i] = pick_probe(tasks[d], tr.memories, rng, agent.prompt_version)
-    owners = [i for i, q in enumerate(imr) if q is not None]
-    asked = [imr[i] for i in owners]
-    t1 = time.perf_counter()
-    if asked:
-        convs = [q.messages for q in asked for _ in range(cfg.g2)]
-        seeds = [derive_seed(seed, "imr", tasks[doc_of[i]].id, i % cfg.g1, j) for i in owners
-                 for j in range(cfg.g2)]  # each of the G2 answers samples on its own
-        s = dataclasses.replace(sampling, max_new_tokens=agent.answer_tokens, seeds=seeds)
-        comps = engine.generate(convs, s)
-        for j, q in enumerate(asked):
-            q.completions = comps[j * cfg.g2 : (j + 1) * cfg.g2]
-            cand = q.candidate
-            q.rewards = [rewards.imr_reward(c.text, cand.answer, cand.forms, agent.answer_mode, cfg.reward)
-                         for c in q.completions]
-    imr_seconds = time.perf_counter() - t1
-
-    coupled = [
-        rewards.coupled_reward(a, q.rewards if q else [], cfg.lambda_imr, cfg.g2)
-        for a, q in zip(answer_rewards, imr, strict=True)
+    reads = [tasks[d] for d in doc_of]
+    sessions = [
+        lambda gen, task=task, copy=copy: rollout_trajectory(gen, task, copy, agent, cfg, seed)
+        for task, (_, copy) in zip(reads, copy_keys(reads), strict=True)
     ]
-    out = Rollouts(tasks=tasks, g1=cfg.g1, trajectories=trajs, doc_of=doc_of, answer_rewards=answer_rewards,
-                   imr=imr, rewards=coupled, metrics={}, answer_strict=answer_strict)
-    out.metrics = rollout_metrics(out, cfg.reward, agent.answer_mode, e2e_seconds, imr_seconds)
+    per_imr = cfg.g2 if cfg.imr else 0
+    total = sum(n_conversations(t, agent) + (per_imr if t.kind != "qa" else 0) for t in reads)
+    scored = run_sessions(engine, sessions, total=total, desc="rollout", progress=progress)
+    out = Rollouts(tasks=tasks, g1=cfg.g1, trajectories=[s.trajectory for s in scored], doc_of=doc_of,
+                   answer_rewards=[s.answer_reward for s in scored], imr=[s.imr for s in scored],
+                   rewards=[s.reward for s in scored], metrics={},
+                   answer_strict=[s.answer_strict for s in scored])
+    out.metrics = rollout_metrics(out, cfg.reward, agent.answer_mode)
     return out
 
 
@@ -95,8 +105,7 @@ def _mean(xs: Sequence[float]) -> float:
     return float(sum(xs) / len(xs)) if xs else 0.0
 
 
-def rollout_metrics(r: Rollouts, reward: str = "strict_em", answer_mode: str = "boxed",
-                    e2e_seconds: float = 0.0, imr_seconds: float = 0.0) -> dict[str, float]:
+def rollout_metrics(r: Rollouts, reward: str = "strict_em", answer_mode: str = "boxed") -> dict[str, float]:
     """Every reward component and length statistic, logged separately and named for what was scored."""
     updates = [t.completion for tr in r.trajectories for t in tr.turns if t.kind == "update"]
     finals = [t.completion for tr in r.trajectories for t in tr.turns if t.kind == "final"]
@@ -124,9 +133,6 @@ def rollout_metrics(r: Rollouts, reward: str = "strict_em", answer_mode: str = "
         "truncated/final": _mean([float(c.finish_reason == "length") for c in finals]),
         "truncated/imr": _mean([float(c.finish_reason == "length") for c in imr_comps]),
         "truncated/all": _mean([float(c.finish_reason == "length") for c in every]),
-        "time/rollout_e2e_s": e2e_seconds,
-        "time/rollout_imr_s": imr_seconds,
         "gen/tokens": float(gen_tokens),
-        "gen/tokens_per_s": gen_tokens / (e2e_seconds + imr_seconds) if e2e_seconds + imr_seconds else 0.0,
     }
     return m

@@ -177,3 +177,69 @@ def test_no_boxed_answer_scores_zero(engine, tokenizer):
 
 def test_empty_task_list_returns_nothing(tokenizer):
     assert run_memory_agent(EchoEngine(tokenizer), [], CFG, Sampling(), progress=False) == []
+
+
+def test_turn_batcher_coalesces_concurrent_trajectories(tokenizer):
+    """Documents of different lengths: each engine call holds one step of every live trajectory (updates and
+    finals of that step go in separate calls: different budgets), never fewer rows than are waiting."""
+    fake = EchoEngine(tokenizer)
+    tasks = [make_task(doc(n), f"q{n}?", tokenizer, CFG, task_id=f"t{n}") for n in (2, 2, 5)]
+    lengths = [len(t.chunks) for t in tasks]
+    assert lengths[0] < lengths[2]
+    run_memory_agent(fake, tasks, CFG, Sampling(), progress=False)
+    # step t: the updates of every task with > t chunks in one call, plus one call for the finals due then
+    expected = []
+    for t in range(max(lengths) + 1):
+        updates = sum(n > t for n in lengths)
+        finals = sum(n == t for n in lengths)
+        expected += [x for x in (updates, finals) if x]
+    assert sorted(len(c) for c in fake.calls) == sorted(expected)  # in a step, finals may come first
+
+
+def test_multi_conversation_call_is_one_wait_and_errors_reach_every_trajectory(tokenizer):
+    import asyncio
+
+    from memtrain.agent.loop import run_sessions
+
+    fake = EchoEngine(tokenizer)
+
+    async def session(gen, n):  # one call of n conversations, then one of 1
+        first = await gen.complete([[{"role": "user", "content": f"a{i}"}] for i in range(n)], Sampling())
+        second = await gen.complete([[{"role": "user", "content": "b"}]], Sampling())
+        return len(first), len(second)
+
+    assert run_sessions(fake, [lambda g: session(g, 4), lambda g: session(g, 1)], progress=False) == [(4, 1),
+                                                                                                       (1, 1)]
+    assert [len(c) for c in fake.calls] == [5, 2]  # 4 + 1 coalesced, then 1 + 1
+
+    class Broken(EchoEngine):
+        def generate(self, conversations, sampling):
+            raise RuntimeError("engine down")
+
+    with pytest.raises(RuntimeError, match="engine down"):
+        run_sessions(Broken(tokenizer), [lambda g: session(g, 2), lambda g: session(g, 1)], progress=False)
+
+    async def inside_a_running_loop():  # e.g. a notebook: runs on a helper thread instead of failing
+        return run_sessions(fake, [lambda g: session(g, 1)], progress=False)
+
+    assert asyncio.run(inside_a_running_loop()) == [(1, 1)]
+
+
+def test_per_conversation_seeds_follow_the_trajectory_not_the_batch(tokenizer):
+    class SeedLog(EchoEngine):
+        seeds: list = []
+
+        def generate(self, conversations, sampling):
+            self.seeds.extend(zip(conversations, sampling.seeds, strict=True))
+            return super().generate(conversations, sampling)
+
+    tasks = [make_task(doc(3, off), "q?", tokenizer, CFG, task_id=f"t{off}") for off in (0, 1)]
+    alone, together = SeedLog(tokenizer), SeedLog(tokenizer)
+    alone.seeds, together.seeds = [], []
+    run_memory_agent(alone, tasks[:1], CFG, Sampling(seed=3), progress=False)
+    run_memory_agent(together, [tasks[1], tasks[0], tasks[0]], CFG, Sampling(seed=3), progress=False)
+    mine = [s for _, s in alone.seeds]
+    assert len(set(mine)) == len(mine)  # steps differ
+    first_copy = [s for s in (x for _, x in together.seeds) if s in set(mine)]
+    assert first_copy == mine  # copy 0 of t0 draws the same seeds in any batch; copy 1 draws others
+    assert len({s for _, s in together.seeds}) == len(together.seeds)
