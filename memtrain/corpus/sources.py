@@ -11,8 +11,10 @@ import importlib.util
 import re
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 from memtrain.corpus import entities as ent
+from memtrain.corpus.multistream import find_index, is_index_file, iter_pages_parallel
 from memtrain.corpus.passages import Piece, make_passages
 from memtrain.corpus.records import (
     iter_hf_documents,
@@ -43,6 +45,8 @@ _WS = re.compile(r"[ \t\r\f\v]+")
 def _kind(path: Path) -> tuple[str, str] | None:
     """(kind, source name without the format suffix) of a file, or None if not a corpus file."""
     name = path.name
+    if is_index_file(name):  # a multistream dump's index travels beside it; it is not a corpus file
+        return None
     for suffix, kind in _KINDS:
         if name.lower().endswith(suffix):
             return kind, name[: -len(suffix)]
@@ -129,6 +133,7 @@ def iter_passages(
     title_field: str = "title",
     text_field: str = "text",
     progress: bool = False,
+    workers: int = 1,
 ) -> Iterator[Passage]:
     """Passages of a corpus with entity spans, in source order (deterministic).
 
@@ -139,6 +144,10 @@ def iter_passages(
     ``"<source name>:<title>:<index>"``. Wiki pages are rendered by
     :func:`~memtrain.corpus.wikitext.clean_wikitext`. The source and the extractors are checked before this
     returns, so a bad path or a missing spaCy model fails at once, not at the first ``next()``.
+
+    ``workers > 1`` reads a multistream dump whose index lies beside it
+    (:func:`~memtrain.corpus.multistream.find_index`) in that many processes, which decompress, parse and
+    render the pages; the passages are the same, in the same order. Other sources ignore it.
     """
     if max_passage_words < 1 or min_passage_words < 0 or min_passage_words > max_passage_words:
         raise MemtrainError(
@@ -152,7 +161,7 @@ def iter_passages(
     stats = stats if stats is not None else CorpusStats()
     return _generate(
         source, resolved, methods, max_passage_words, min_passage_words, limit_pages, stats,
-        title_field, text_field, progress,
+        title_field, text_field, progress, workers,
     )  # fmt: skip
 
 
@@ -167,6 +176,7 @@ def _generate(
     title_field: str,
     text_field: str,
     progress: bool,
+    workers: int = 1,
 ) -> Iterator[Passage]:
     use_links = ent.LINKS in methods
     extractors = [ent.get_extractor(m) for m in methods if m != ent.LINKS]
@@ -174,11 +184,13 @@ def _generate(
     pages = 0
     if limit == 0:
         return
-    for kind, docs, name in _documents(source, resolved, stats, title_field, text_field, progress):
+    for kind, docs, name in _documents(source, resolved, stats, title_field, text_field, progress, workers):
         seen: dict[str, int] = {}  # passage index per title, so duplicate titles keep unique ids
         for title, body in docs:
             if kind == "wiki":
                 paragraphs = clean_wikitext(body)
+            elif kind == "wiki_rendered":  # rendered by the parallel reader's workers
+                paragraphs = body
             else:
                 paragraphs = _plain_paragraphs(body, wrapped=kind == "text")
             pieces = make_passages(paragraphs, max_words, min_words, on_drop=stats.skip)
@@ -202,8 +214,9 @@ def _generate(
 
 
 def _documents(
-    source: str, resolved: str, stats: CorpusStats, title_field: str, text_field: str, progress: bool
-) -> Iterator[tuple[str, Iterator[tuple[str, str]], str]]:
+    source: str, resolved: str, stats: CorpusStats, title_field: str, text_field: str, progress: bool,
+    workers: int = 1,
+) -> Iterator[tuple[str, Iterator[tuple[str, Any]], str]]:
     """(kind, documents, source name) per file of the source."""
     if resolved.startswith("hf:"):
         name, split = resolved[3:].rsplit(":", 1)
@@ -216,7 +229,11 @@ def _documents(
         kind, name = _kind(f)  # type: ignore[misc]
         if source.strip() == EMBEDDED_CORPUS:
             name = EMBEDDED_CORPUS
-        if kind == "wiki":
+        index = find_index(f) if kind == "wiki" and workers > 1 else None
+        if index is not None:
+            pages = iter_pages_parallel(f, index, workers, stats, progress, render=clean_wikitext)
+            yield "wiki_rendered", pages, name
+        elif kind == "wiki":
             yield kind, iter_pages(f, stats, progress), name
         elif kind == "json":
             yield kind, _bar(iter_json_documents(f, title_field, text_field, stats), f.name, progress), name

@@ -85,7 +85,8 @@ class BuildConfig:
     longqa: LongQAConfig = option("how long-QA tasks are built", factory=LongQAConfig)
     shard_size: int = option("tasks per shard file", 1000)
     format: Literal["jsonl", "parquet"] = option("shard file format", "jsonl")
-    workers: int = option("e2e: processes building shards in parallel", 1)
+    workers: int = option("e2e: processes building shards in parallel (and reading a multistream dump whose "
+                          "-multistream-index file lies beside it)", 1)
     overwrite: bool = option("replace a task set built with another configuration in `out`", False)
     progress: bool = option("show a progress bar", True)
 
@@ -231,7 +232,7 @@ def read_pool(cfg: BuildConfig) -> tuple[list[Passage], dict[str, Any]]:
     stats = CorpusStats()
     passages = list(iter_passages(cfg.corpus, entities=cfg.entities, max_passage_words=cfg.max_passage_words,
                                   min_passage_words=cfg.min_passage_words, limit_pages=cfg.limit_pages,
-                                  stats=stats))
+                                  stats=stats, workers=cfg.workers))
     cstats = stats.as_dict()
     if not passages:
         raise MemtrainError(f"corpus {cfg.corpus!r} yielded no passages (read: {cstats}); check the path and "
