@@ -35,6 +35,8 @@ class EngineConfig:
     timeout_s: float = option("openai: seconds per request before a retry", 60.0)
     retries: int = option("openai: retries per request on connection errors and 5xx", 3)
     gpu_memory_utilization: float = option("vllm: fraction of GPU memory for weights and KV cache", 0.5)
+    sleep_mode: bool = option("vllm: free the engine's GPU memory during each policy update (sleep/wake_up)",
+                              False)
     logprobs: bool = option("record the sampler's log-prob of every generated token (used by "
                             "loss.tis_cap; hf/vllm/openai)", False)
 
@@ -79,4 +81,5 @@ def build_engine(cfg: EngineConfig, model: str, policy: Any = None, tokenizer: A
     from memtrain.models import resolve_path
 
     return VLLMEngine(resolve_path(model), tokenizer=tokenizer or _tokenizer(cfg.tokenizer), dtype=cfg.dtype,
-                      gpu_memory_utilization=cfg.gpu_memory_utilization, logprobs=cfg.logprobs)
+                      gpu_memory_utilization=cfg.gpu_memory_utilization, logprobs=cfg.logprobs,
+                      sleep_mode=cfg.sleep_mode)

@@ -1,17 +1,28 @@
-"""An engine over vLLM's offline ``LLM`` class: the fast rollout path on a CUDA machine.
+"""An engine over vLLM's offline ``LLM`` class: the fast rollout path on a CUDA machine, fit for training.
 
-vLLM is an optional dependency (``pip install 'memtrain[vllm]'``) imported only when the engine is built,
-so the rest of memtrain works without it. Prompts are rendered with *our* tokenizer and passed as token ids,
-so the ids the trainer scores are exactly the ids vLLM conditioned on, whatever chat template vLLM would
-pick on its own. One ``generate`` call hands the whole step to vLLM, whose scheduler does the batching.
+vLLM is an optional dependency (``pip install 'memtrain[vllm]'``: 0.31, the release that resolves with
+torch 2.13.0) imported only when the engine is built. Prompts are rendered with *our* tokenizer and passed as
+token ids, so the ids the trainer scores are exactly the ids vLLM conditioned on. One ``generate`` call hands
+the whole step to vLLM's scheduler; every request carries its own seed (``Sampling.seeds``), so the G copies
+of one prompt sample independently and reruns repeat.
 
-:meth:`VLLMEngine.load_weights` pushes trained weights into the running engine (on-policy RL without a
-reload). vLLM's internals move between releases; we use the public ``LLM.apply_model`` when present and
-fall back to the in-process model runner; both paths are best-effort and tested only on a GPU machine.
+Training needs the engine to sample from the policy being trained (DESIGN §9):
+
+- **in process**: the engine is built with vLLM's V1 multiprocessing off
+  (``VLLM_ENABLE_V1_MULTIPROCESSING=0``), so the model lives in this process and weights move as tensors, not
+  pickles (``LLM.apply_model`` under multiprocessing pickles the whole state dict per sync: ~15 GB at 7B,
+  behind an insecure-serialisation flag);
+- **per-parameter loading**: :meth:`VLLMEngine.sync_weights` streams the policy's parameters one at a time
+  into the model runner's ``load_weights`` (vLLM fuses q/k/v and gate/up itself), so the extra memory is one
+  tensor, then **resets the prefix cache** (cached KV was computed with the old weights). The trainer calls it
+  after every update and after a resume;
+- **sleep mode** (``sleep_mode=True``): :meth:`sleep` before the update frees the weights' and KV cache's GPU
+  memory for the optimizer, :meth:`wake_up` brings them back before the weights are synced.
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable, Sequence
 from typing import Any
 
@@ -43,15 +54,19 @@ class VLLMEngine:
         dtype: str = "auto",
         gpu_memory_utilization: float = 0.85,
         logprobs: bool = False,
+        sleep_mode: bool = False,
         **kwargs: Any,
     ):
+        # in-process engine: weight syncs are tensor copies (must be set before vLLM builds the engine)
+        os.environ.setdefault("VLLM_ENABLE_V1_MULTIPROCESSING", "0")
         vllm = _import_vllm()
         self.logprobs = logprobs  # record each sampled token's log-prob (SamplingParams.logprobs=0)
+        self.sleep_mode = sleep_mode
+        self.asleep = False
         self._vllm = vllm
         self.model_name = model_name_or_path
-        self.llm = vllm.LLM(
-            model=model_name_or_path, dtype=dtype, gpu_memory_utilization=gpu_memory_utilization, **kwargs
-        )
+        self.llm = vllm.LLM(model=model_name_or_path, dtype=dtype, enable_sleep_mode=sleep_mode,
+                            gpu_memory_utilization=gpu_memory_utilization, **kwargs)
         self.tokenizer = tokenizer if tokenizer is not None else self.llm.get_tokenizer()
         self._stop_ids = {
             i for i in (self.tokenizer.eos_token_id, self.tokenizer.pad_token_id) if i is not None
@@ -70,13 +85,12 @@ class VLLMEngine:
     def generate(self, conversations: Sequence[Conversation], sampling: Sampling) -> list[Completion]:
         if not conversations:
             return []
+        if self.asleep:
+            raise MemtrainError("the vLLM engine is asleep: call wake_up() (and sync the weights) first")
         prompts = [render(self.tokenizer, c) for c in conversations]
-        try:
-            from vllm.inputs import TokensPrompt
+        from vllm.inputs import TokensPrompt
 
-            inputs: list[Any] = [TokensPrompt(prompt_token_ids=p) for p in prompts]
-        except ImportError:  # very old vLLM
-            inputs = [{"prompt_token_ids": p} for p in prompts]
+        inputs = [TokensPrompt(prompt_token_ids=p) for p in prompts]
         params = [self._params(sampling.per(i)) for i in range(len(inputs))]  # a seed per request
         outputs = self.llm.generate(inputs, params, use_tqdm=False)
         results = []
@@ -96,39 +110,47 @@ class VLLMEngine:
             )
         return results
 
+    def sleep(self) -> None:
+        """Free the engine's GPU memory (weights offloaded, KV cache dropped) while the policy updates."""
+        if self.sleep_mode and not self.asleep:
+            self.llm.sleep(level=1)
+            self.asleep = True
+
+    def wake_up(self) -> None:
+        if self.asleep:
+            self.llm.wake_up()
+            self.asleep = False
+
     def sync_weights(self, model: Any) -> None:
-        """Push the trained policy's weights into the served model."""
-        self.load_weights((n, p.detach()) for n, p in model.state_dict().items())
+        """Push the trained policy's weights into the served model (after an update, after a resume)."""
+        if any("lora_" in name for name, _ in model.named_parameters()):
+            raise MemtrainError("engine.kind=vllm cannot load LoRA adapter weights in place; train without "
+                                "model.lora.enabled, or use engine.kind=hf")
+        self.load_weights(model.named_parameters())
 
-    def load_weights(self, state_dict_items: Iterable[tuple[str, Any]]) -> None:
-        """Load ``(name, tensor)`` pairs (HF parameter names) into the served model, then drop stale KV cache.
+    def _runner_model(self) -> Any:
+        """The ``nn.Module`` vLLM samples from, in this process (V1 in-process engine)."""
+        try:
+            worker = self.llm.llm_engine.model_executor.driver_worker
+            return getattr(worker, "worker", worker).model_runner.model
+        except AttributeError as e:
+            raise MemtrainError(
+                f"cannot reach vLLM's model in this process ({e}): the engine must run without V1 "
+                "multiprocessing (VLLM_ENABLE_V1_MULTIPROCESSING=0, set by memtrain before vLLM starts; "
+                "another value in the environment wins) — or reload the engine from a saved checkpoint"
+            ) from None
 
-        Best-effort across vLLM versions: ``LLM.apply_model`` (vLLM ≥ 0.8; with multiprocessing it pickles the
-        weights to the worker, so set ``VLLM_ALLOW_INSECURE_SERIALIZATION=1`` or disable multiprocessing),
-        else the in-process runner at ``llm.llm_engine.model_executor.driver_worker``.
-        """
-        weights = [(name, t.detach().cpu() if hasattr(t, "detach") else t) for name, t in state_dict_items]
-        if hasattr(self.llm, "apply_model"):
-            self.llm.apply_model(_WeightLoader(weights))
-        else:
-            try:
-                worker = self.llm.llm_engine.model_executor.driver_worker
-                runner = getattr(worker, "worker", worker).model_runner
-                runner.model.load_weights(weights)
-            except AttributeError as e:
-                raise MemtrainError(
-                    f"this vLLM version exposes no known way to load weights in place ({e}); "
-                    "reload the engine from a saved checkpoint instead"
-                ) from None
-        if hasattr(self.llm, "reset_prefix_cache"):
-            self.llm.reset_prefix_cache()  # cached KV was computed with the old weights
-
-
-class _WeightLoader:
-    """A picklable callable for ``LLM.apply_model`` (lambdas do not cross process boundaries)."""
-
-    def __init__(self, weights: list[tuple[str, Any]]):
-        self.weights = weights
-
-    def __call__(self, model: Any) -> None:
-        model.load_weights(self.weights)
+    def load_weights(self, named_tensors: Iterable[tuple[str, Any]]) -> None:
+        """Load ``(name, tensor)`` pairs (HF parameter names) one parameter at a time, then reset the prefix
+        cache. Tensors are moved to the model's device one by one, so the peak extra memory is one tensor."""
+        if self.asleep:
+            raise MemtrainError("the vLLM engine is asleep: call wake_up() before loading weights")
+        target = self._runner_model()
+        device = next(target.parameters()).device
+        n = 0
+        for name, tensor in named_tensors:
+            target.load_weights([(name, tensor.detach().to(device))])
+            n += 1
+        if n == 0:
+            raise MemtrainError("no weights to load into the vLLM engine")
+        self.llm.reset_prefix_cache()  # cached KV was computed with the old weights
