@@ -1,4 +1,5 @@
-"""Memory-agent rollout throughput: the turn-synchronous batched loop vs one document at a time, same run.
+"""Memory-agent rollout throughput: concurrent trajectories through the turn batcher vs one document at a
+time, same run.
 
     python benchmarks/bench_rollout.py             # embedded SmolLM2, 16 HotpotQA documents, 3 chunks each
     python benchmarks/bench_rollout.py --quick     # 8 documents, 2 chunks, shorter budgets (a minute or two)
@@ -7,7 +8,8 @@
 Both sides use the same engine (same weights, dtype, micro-batch size), the same documents (real HotpotQA
 dev items: their 10 paragraphs concatenated, read for ``--chunks`` chunks), the same budgets and greedy
 decoding. The baseline calls :func:`run_memory_agent` once per document; the batched side once for all of
-them, so each step is one batched ``generate``. Reports documents/s, generated tokens/s and the speedup, and
+them: the per-trajectory loops run concurrently and the turn batcher makes each step one batched
+``generate``. Reports documents/s, generated tokens/s and the speedup, and
 whether both sides produced identical memories and answers (in bf16, batching changes the shape of the
 matmuls and so can flip a near-tied greedy choice; that is reported, not hidden).
 Writes benchmarks/results/rollout.{json,md} (``--name`` changes the stem; ``--quick`` writes rollout_quick).

@@ -1,9 +1,11 @@
 """The generation interface every engine implements, and the default HF transformers engine.
 
-The memory loop only ever asks an engine for one thing: complete a batch of single-turn chat
-conversations. Keeping the interface that small lets one loop drive HF transformers (CPU default), vLLM
-(GPU), any OpenAI-compatible server and, later, veRL's rollout workers. Engines return token ids of the
-rendered prompt and the completion so the RL trainer can score exactly what was sampled.
+A batch engine does one thing: complete a batch of single-turn chat conversations. The per-trajectory
+memory loop reaches it through :class:`memtrain.agent.loop.TurnBatcher`, which coalesces concurrent
+trajectories into such batches, so one loop drives HF transformers (CPU default), vLLM (GPU) and any
+OpenAI-compatible server; veRL's server manager plugs in at the loop's level instead
+(:mod:`memtrain.integrations.verl`). Engines return token ids of the rendered prompt and the completion so
+the RL trainer can score exactly what was sampled.
 """
 
 from __future__ import annotations
