@@ -27,6 +27,8 @@ BENCHMARKS = [
     ("bench_context_length.py", ["--threads", "1"], ["--threads", "1", "--quick"], "context_length",
      "context_length_quick"),
     ("bench_train.py", ["--rows", "8", "--repeats", "2"], ["--quick"], "train", None),
+    ("bench_serve_load.py", ["--threads", "1"], ["--threads", "1", "--quick"], "serve_load",
+     "serve_load_quick"),
 ]
 
 
@@ -46,6 +48,11 @@ def headline(stem: str) -> str:
         return (f"{first['input_tokens']} -> {last['input_tokens']} tokens: time/token "
                 f"{last['time_per_token_vs_shortest']}x, "
                 f"peak RSS {last['peak_rss_vs_shortest']}x the shortest's")
+    if stem.startswith("serve_load"):
+        top = r["levels"][-1]["concurrency"]
+        ratio = r["throughput_ratio_vs_concurrency_1"]
+        return (f"serving at {top} clients {ratio:.2f}x one client's tokens/s, "
+                f"{r['failed_total']} failed, {r['lost_total']} lost")
     if stem.startswith("train"):
         return f"GRPO update {r['ratio_vs_trl']:.2f}x TRL GRPOTrainer tokens/s (target >= 1.0x)"
     return "?"

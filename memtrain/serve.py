@@ -15,7 +15,8 @@ Endpoints (errors always use OpenAI's body, ``{"error": {"message", "type", "par
   ``logprobs`` (when the engine records them, ``engine.logprobs=true``), ``return_token_ids`` (vLLM's
   extension: prompt and completion token ids) and ``memory_agent`` (ours, below). Other fields are ignored.
 - ``POST /v1/memory/answer``: the memory agent as one plain JSON call (below).
-- ``GET /v1/models``; ``GET /health`` (never needs the key, for probes).
+- ``GET /v1/models``; ``GET /health`` (never needs the key: status, queued conversations, batches and
+  conversations generated so far).
 
 Semantics that a client can rely on:
 

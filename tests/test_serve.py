@@ -130,7 +130,8 @@ def test_http_errors_and_endpoints(server):
         0 < u["completion_tokens"] <= 3 and u["total_tokens"] == u["prompt_tokens"] + u["completion_tokens"]
     )
     assert httpx.get(f"{base}/models").json()["data"][0]["id"] == "tiny"
-    assert httpx.get(base.removesuffix("/v1") + "/health").json()["status"] == "ok"
+    health = httpx.get(base.removesuffix("/v1") + "/health").json()
+    assert health["status"] == "ok" and health["queued"] == 0 and health["batches"] >= 1
     assert httpx.get(f"{base}/nope").status_code == 404
 
 

@@ -72,8 +72,10 @@ class _Handler(BaseHTTPRequestHandler):
     def do_GET(self) -> None:  # noqa: N802 (stdlib naming)
         path = self._route()
         try:
-            if path == "/health":
-                self._send(200, {"status": "ok", "model": self.server.model_name})
+            if path == "/health":  # liveness and load, for probes and load tests; never needs the key
+                b = self.server.batcher
+                self._send(200, {"status": "ok", "model": self.server.model_name, "queued": b.queued,
+                                 "batches": b.n_batches, "conversations": b.n_conversations})
                 return
             self._authorize()
             if path == "/v1/models":
@@ -118,6 +120,8 @@ class _Handler(BaseHTTPRequestHandler):
     def _chat(self, body: Any) -> None:
         srv = self.server
         req = parse_request(body, srv.cfg.default_max_tokens)
+        if req.n > srv.batcher.max_queue:  # could never be admitted: a client error, not a 503
+            raise BadRequest(f"'n' must be <= the server's max_queue ({srv.batcher.max_queue})", "n")
         deadline = srv.deadline()
         prompt_ids = None
         if req.memory_agent is not None:
@@ -152,8 +156,6 @@ class _Handler(BaseHTTPRequestHandler):
         srv = self.server
         prompt_ids = srv.prompt_ids(req.conversation)
         sampling = dataclasses.replace(req.sampling, max_new_tokens=srv.budget(prompt_ids, req.max_tokens))
-        if req.n > srv.batcher.max_queue:
-            raise BadRequest(f"'n' must be <= the server's max_queue ({srv.batcher.max_queue})", "n")
         per = [sampling] if req.n == 1 else [
             dataclasses.replace(sampling, seed=None if sampling.seed is None else sampling.seed + i)
             for i in range(req.n)
