@@ -157,3 +157,106 @@ def imr_messages(memory: str, masked_chunk: str, version: str = "v1") -> list[di
 
 def full_context_messages(problem: str, document: str, version: str = "v1") -> list[dict[str, str]]:
     return user(get_prompts(version).full_context.format(problem=problem, document=document))
+
+
+# ------------------------------------------------------------------------------------------ search QA
+# The searching memory agent (MEM1 setting, DESIGN §10; the loop is memtrain.agent.search). Turn 1 sees the
+# instruction with the question(s); every later turn is the instruction, the agent's previous response as
+# it was kept (``<think>memory</think>`` + the action) and the latest ``<information>`` block, nothing
+# older: the ``<think>`` block is the memory.
+
+
+@dataclass(frozen=True)
+class SearchPromptSet:
+    version: str
+    instruction: str  # field: questions (the objectives joined by "; ")
+    invalid: str  # the information text after a malformed action when search.on_invalid=retry
+    source: str  # where the wording comes from
+    demo: tuple[tuple[str, str], ...] = ()  # (role, content) messages put before every turn's conversation
+
+
+# MEM1's instruction (MIT-MI/MEM1, the multi-objective data scripts' make_prefix), restated in our words with
+# the same structure, tags and rules: a cumulative summary inside <think>, then either one keyword query
+# inside <search> or every answer, in order and separated by semicolons, inside <answer>.
+SEARCH_MEM1 = SearchPromptSet(
+    version="mem1",
+    instruction=(
+        "You will answer one or more questions by reasoning step by step, keeping a summary, and searching "
+        "the web.\n\n"
+        "At every step you see the questions, your summary so far, your last search query and what it "
+        "returned (at the first step you only see the questions). At each step:\n\n"
+        "1. Reason, then write an updated, concise, cumulative summary inside <think> ... </think>. It is "
+        "your only memory: keep in it everything important from the earlier <think> and <information> "
+        "blocks, including answers already found.\n\n"
+        "2. Then do exactly one of:\n"
+        "   - If a question is still unanswered, write one search query for one question inside "
+        "<search> ... </search>: a few keywords or a short phrase, one question at a time.\n"
+        "   - If every question is answered, write the final answers in the order of the questions, "
+        "separated by semicolons, inside <answer> answer1; answer2; ... </answer>. Keep each answer short: "
+        "only the essential words, no explanation.\n\n"
+        "Important:\n"
+        "- After the questions or an <information> block, always reply in the form "
+        "<think> ... </think><search> ... </search> or <think> ... </think><answer> ... </answer>.\n"
+        "- Never search for several queries or questions at once.\n\n"
+        "Answer the following questions: {questions}\n"
+    ),
+    invalid=("Your previous action was invalid. To search, put a query between <search> and </search>; to "
+             "answer, put the answers between <answer> and </answer>."),
+    source="MEM1 (MIT-MI/MEM1) multi-objective search-QA instruction, restated",
+)
+
+# Beyond the paper, for the embedded 135M model (DESIGN §8): a short plain instruction and a worked
+# two-turn episode (search, information, answer) as earlier chat turns, before every turn's conversation.
+# Measured on 18 single-objective questions (T 0.7, 48 tokens, first turn): 11/18 responses held a closed
+# <search> or <answer> with the demo, 0/18 with the instruction alone (RESULTS.md, "Search QA").
+_MICRO_INSTRUCTION = (
+    "Answer the question. Write notes in <think> </think>. To look something up, write "
+    "<search>keywords</search>. When you know the answer, write <answer>the answer</answer>.\n\n"
+    "Question: {questions}"
+)
+SEARCH_MICRO = SearchPromptSet(
+    version="micro",
+    instruction=_MICRO_INSTRUCTION,
+    invalid="Invalid action. Write <search>keywords</search> or <answer>the answer</answer>.",
+    source="memtrain micro-scale prompt (beyond the paper)",
+    demo=(
+        ("user", _MICRO_INSTRUCTION.format(questions="What is the capital of France?")),
+        ("assistant", "<think>I need the capital of France.</think><search>capital of France</search>"),
+        ("user", '<information>[HINT]You have 2 turns left.[/HINT]\nDoc 1(Title: "Paris") Paris is the '
+                 "capital and largest city of France.\n</information>"),
+        ("assistant", "<think>Paris is the capital of France.</think><answer>Paris</answer>"),
+    ),
+)
+
+SEARCH_PROMPT_SETS: dict[str, SearchPromptSet] = {p.version: p for p in (SEARCH_MEM1, SEARCH_MICRO)}
+
+
+def get_search_prompts(version: str = "mem1") -> SearchPromptSet:
+    try:
+        return SEARCH_PROMPT_SETS[version]
+    except KeyError:
+        raise MemtrainError(f"unknown search prompt version {version!r}; known: "
+                            f"{sorted(SEARCH_PROMPT_SETS)}") from None
+
+
+def search_hint(turns_left: int) -> str:
+    """MEM1's hint at the head of an ``<information>`` block (its training rollout's wording)."""
+    if turns_left > 1:
+        return f"[HINT]You have {turns_left} turns left.[/HINT]"
+    if turns_left == 1:
+        return "[HINT]You have 1 turn left. You must answer the question in the next turn.[/HINT]"
+    return ""
+
+
+def search_messages(questions: str, previous: str | None = None, information: str | None = None,
+                    version: str = "mem1") -> list[dict[str, str]]:
+    """One turn's conversation: the prompt set's demonstration turns (if any), the instruction with the
+    questions; after the first turn also the previous response as kept (assistant) and the latest
+    ``<information>`` block (user)."""
+    ps = get_search_prompts(version)
+    conv = [{"role": role, "content": content} for role, content in ps.demo]
+    conv += user(ps.instruction.format(questions=questions))
+    if previous is not None:
+        conv.append({"role": "assistant", "content": previous})
+        conv.append({"role": "user", "content": information or ""})
+    return conv

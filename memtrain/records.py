@@ -87,7 +87,9 @@ class MemTask:
         d["data_source"] = f"memtrain/{self.kind}"
         d["prompt"] = [{"role": "user", "content": self.problem}]
         d["ability"] = "memory"
-        d["reward_model"] = {"style": "rule", "ground_truth": self.answer}
+        objectives = self.meta.get("objectives")
+        truth: Any = {"target": [o["answers"] for o in objectives]} if objectives else self.answer  # MEM1's
+        d["reward_model"] = {"style": "rule", "ground_truth": truth}
         d["extra_info"] = {"id": self.id, "num_chunks": len(self.chunks), "answers": list(self.answers)}
         return d
 
@@ -190,7 +192,13 @@ class Completion:
 
 @dataclass
 class Turn:
-    """One conversation of a trajectory: a memory update (``update``) or the final answer (``final``)."""
+    """One conversation of a trajectory.
+
+    Kinds: the memory loop's ``update`` (a memory update) and ``final`` (the answer from memory); the
+    searching agent's ``search`` (memory + a query it ran), ``answer`` (memory + the final answers) and
+    ``invalid`` (a malformed action: :mod:`memtrain.agent.search`). Every kind is trained alike, with the
+    trajectory's broadcast advantage; the kind only names what the turn did (logging, traces).
+    """
 
     kind: str
     step: int
@@ -200,15 +208,38 @@ class Turn:
 
 
 @dataclass
+class SearchStep:
+    """What one turn of the searching agent did (:mod:`memtrain.agent.search`), for traces and metrics.
+
+    ``action`` is ``search``, ``answer`` or ``invalid``; ``reason`` says why a turn is invalid
+    (``no_action``: no closed ``<search>``/``<answer>`` tag; ``empty_query``; ``turn_limit``: a search on the
+    last turn) and is None otherwise. ``memory`` is the ``<think>`` block kept (cut to the budget);
+    ``hits`` are the passages the query retrieved (empty unless ``action == "search"``).
+    """
+
+    turn: int
+    action: str
+    memory: str
+    query: str | None = None
+    answer: str | None = None
+    hits: list[Hit] = field(default_factory=list)
+    reason: str | None = None
+    truncated: bool = False  # the response hit the token budget before any action tag
+    cut: bool = False  # text after the action's closing tag was dropped (the emulated stop sequence)
+
+
+@dataclass
 class Trajectory:
-    """All conversations of one read of one document, and the memories they produced."""
+    """All conversations of one read of one document (or one search episode), and the memories they
+    produced."""
 
     task_id: str
     problem: str
     turns: list[Turn]
     memories: list[str]  # m_0 .. m_T
     response: str  # the final turn's full text
-    answer: str | None  # content of its last \boxed{}, None when absent
+    answer: str | None  # content of its last \boxed{} (search: of its <answer>), None when absent
+    steps: list[SearchStep] = field(default_factory=list)  # the searching agent's turns (else empty)
 
 
 @dataclass
@@ -259,7 +290,7 @@ class Row:
     prompt_ids: list[int]
     completion_ids: list[int]
     advantage: float
-    kind: str  # update | final | imr
+    kind: str  # update | final | imr (memory loop); search | answer | invalid (searching agent)
     truncated: bool = False  # finish_reason == "length"
     doc: int = 0  # the batch document it belongs to (PPO mini-batches are cut by document)
     sampler_logprobs: list[float] | None = None  # the engine's log-probs of completion_ids, if reported

@@ -153,3 +153,60 @@ def score_all(text: str, golds: Sequence[str], mode: str = "boxed") -> dict[str,
         "f1": f1(pred, golds),
         "sub_em": sub_em(pred, golds),
     }
+
+
+# ------------------------------------------------------------------------------------------ search QA
+# Multi-objective answers (MEM1 setting, DESIGN §10): the agent's answer is the content of the **last**
+# ``<answer>…</answer>`` of its final response, split on ";" by position; part i is scored against the
+# aliases of objective i and the score is the **mean** over objectives (MEM1 sums; the mean keeps 1 the
+# maximum whatever n). A wrong number of parts scores 0 for every objective (MEM1 would still score the
+# first parts by position; the issue fixes the stricter rule). Metrics: ``em`` (SQuAD-normalised exact
+# match against any alias: the paper's reward), and as documented CPU knobs ``sub_em`` (gold inside the
+# part, word-bounded), ``accuracy`` (MemAgent's two-way sub-EM), ``f1`` and ``strict_em``.
+
+_ANSWER_TAG = re.compile(r"<answer>(.*?)</answer>", re.DOTALL)
+OBJECTIVE_METRICS = ("em", "sub_em", "accuracy", "f1", "strict_em")
+
+
+def extract_tagged_answer(text: str) -> str | None:
+    """Content of the last closed ``<answer>…</answer>`` in ``text`` (stripped), or None."""
+    found = _ANSWER_TAG.findall(text)
+    return found[-1].rsplit("<answer>", 1)[-1].strip() if found else None  # "<answer>a<answer>b</answer>": b
+
+
+def split_objectives(answer: str | None, n: int) -> list[str] | None:
+    """The answer's ";"-separated parts (stripped) when there are exactly ``n``, else None."""
+    if answer is None:
+        return None
+    parts = [p.strip() for p in answer.split(";")]
+    return parts if len(parts) == n else None
+
+
+def _metric(name: str):  # noqa: ANN202
+    fns = {"em": em, "sub_em": sub_em, "accuracy": accuracy, "f1": f1, "strict_em": strict_em}
+    if name not in fns:
+        raise ValueError(f"unknown objective metric {name!r}; use one of {OBJECTIVE_METRICS}")
+    return fns[name]
+
+
+def objective_scores(answer: str | None, golds: Sequence[Sequence[str]], metric: str = "em") -> list[float]:
+    """Per-objective scores of a multi-objective answer (all 0 when the part count is not ``len(golds)``)."""
+    fn = _metric(metric)
+    parts = split_objectives(answer, len(golds))
+    if parts is None:
+        return [0.0] * len(golds)
+    return [fn(p, g) for p, g in zip(parts, golds, strict=True)]
+
+
+def multi_objective_score(answer: str | None, golds: Sequence[Sequence[str]], metric: str = "em") -> float:
+    """Mean of :func:`objective_scores`: the search-QA reward and headline score."""
+    scores = objective_scores(answer, golds, metric)
+    return sum(scores) / len(scores) if scores else 0.0
+
+
+def score_objectives(answer: str | None, golds: Sequence[Sequence[str]]) -> dict[str, float]:
+    """Every objective metric's mean for one answer, plus ``answered`` and ``parts_ok`` (count right)."""
+    out = {m: multi_objective_score(answer, golds, m) for m in OBJECTIVE_METRICS}
+    out["answered"] = float(answer is not None)
+    out["parts_ok"] = float(split_objectives(answer, len(golds)) is not None)
+    return out

@@ -12,6 +12,10 @@ the questions file, every paragraph its source record ships with (gold and the r
 the set ``Split.eval_keys`` excludes from training. The questions file is ``--data``, else the one the
 evaluation task set's manifest names, else the 500-question HotpotQA file in ../shared/data.
 
+Search-QA task sets (``kind=searchqa``: multi-objective questions, no documents) are compared by every
+objective's ``<source>:<id>`` and by its question text (SQuAD-normalised), so a question repeated under
+another id is caught too.
+
 Exit status: 0 clean; 1 when a training task is an evaluation question, or reads an evaluation question's
 paragraph anywhere in its document (offending ids and titles are printed); 2 on bad input.
 ``--headline SCALE`` checks the headline experiment's two long-QA task sets on disk, exactly the folders its
@@ -120,23 +124,41 @@ def question_paragraphs(data: Path | None, source: str = "hotpotqa") -> dict[str
     return {it.qid: it.context_keys | {d.key for d in it.gold} for it in items}
 
 
+def search_questions(tasks: Iterable[Any]) -> tuple[set[str], dict[str, str]]:
+    """Search-QA tasks' objective ids (``<source>:<id>``) and normalised question text -> task id."""
+    from memtrain.scoring import normalize_answer
+
+    ids: set[str] = set()
+    texts: dict[str, str] = {}
+    for t in tasks:
+        ids.update(str(q) for q in t.meta.get("question_ids", []))
+        for o in t.meta.get("objectives", []):
+            texts.setdefault(normalize_answer(str(o.get("question", ""))), t.id)
+    return ids, texts
+
+
 def find_leaks(train: Side, evaluation: Side, paragraphs: dict[str, set[str]]) -> dict[str, list[str]]:
-    """Shared question ids and evaluation paragraphs read by training (all lists empty = clean)."""
+    """Shared question ids (and search-QA question texts) and evaluation paragraphs read by training (all
+    lists empty = clean)."""
     from memtrain.tasks.longqa import footprint, overlap
 
     tr, ev = footprint(train.tasks), footprint(evaluation.tasks)
-    train_qids = tr.question_ids | train.question_ids
-    eval_qids = ev.question_ids | evaluation.question_ids
+    (s_train, t_train), (s_eval, t_eval) = search_questions(train.tasks), search_questions(evaluation.tasks)
+    train_qids = tr.question_ids | train.question_ids | s_train
+    eval_qids = ev.question_ids | evaluation.question_ids | s_eval
+    shared_texts = sorted(set(t_train) & set(t_eval) - {""})
     eval_keys = set(ev.gold_keys)
     for q in eval_qids:
         eval_keys |= paragraphs.get(q, set())
     basic = overlap(train.tasks, evaluation.tasks)
     shared_q = (train_qids & eval_qids) | basic["question_ids"]
     leaked = (eval_keys & tr.doc_keys) | basic["eval_gold_in_train"]
-    offenders = sorted({t.id for t in train.tasks if str(t.meta.get("question_id")) in shared_q
-                        or leaked & set(t.meta.get("doc_keys", []))})
-    return {"question_ids": sorted(shared_q), "eval_paragraphs_in_train": sorted(leaked),
-            "train_tasks": offenders}
+    offenders = {t.id for t in train.tasks if str(t.meta.get("question_id")) in shared_q
+                 or leaked & set(t.meta.get("doc_keys", []))
+                 or shared_q & set(t.meta.get("question_ids", []))}
+    offenders |= {t_train[x] for x in shared_texts}
+    return {"question_ids": sorted(shared_q), "question_texts": shared_texts,
+            "eval_paragraphs_in_train": sorted(leaked), "train_tasks": sorted(offenders)}
 
 
 def report(leaks: dict[str, list[str]], train: Side, evaluation: Side, out: Any = None) -> int:
@@ -156,6 +178,7 @@ def report(leaks: dict[str, list[str]], train: Side, evaluation: Side, out: Any 
         return 0
     print(f"check_overlap: LEAK ({tr} vs {ev})", file=out)
     for key, label in (("question_ids", "evaluation question ids in training"),
+                       ("question_texts", "evaluation questions (normalised text) in training"),
                        ("eval_paragraphs_in_train", "evaluation paragraphs (titles/keys) read in training"),
                        ("train_tasks", "offending training tasks")):
         vals = leaks[key]

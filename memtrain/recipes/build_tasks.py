@@ -18,6 +18,9 @@
 question of the chosen split at every length of ``longqa.n_docs``, in shards, with the same manifest.
 
 ``kind=search_corpus`` (passages for search QA, not tasks): :mod:`memtrain.recipes.build_search_corpus`.
+
+``kind=searchqa`` (multi-objective questions for the searching agent, MEM1 setting):
+:mod:`memtrain.recipes.build_searchqa`.
 """
 
 from __future__ import annotations
@@ -45,6 +48,7 @@ from memtrain.seeds import derive_seed
 from memtrain.tasks.chunking import resolve_tokenizer, tokenizer_fingerprint
 from memtrain.tasks.e2e import DropReason, E2EConfig, PassagePool, build_e2e_task
 from memtrain.tasks.longqa import LongQAConfig
+from memtrain.tasks.searchqa import SearchQAConfig
 from memtrain.tasks.taskset import (
     MANIFEST,
     Manifest,
@@ -68,10 +72,11 @@ SHARD_STATS_DIR = "shard_stats"
 class BuildConfig:
     """Everything that determines a task set (``workers`` and ``progress`` only change how it is built)."""
 
-    kind: Literal["e2e", "longqa", "search_corpus"] = option(
+    kind: Literal["e2e", "longqa", "search_corpus", "searchqa"] = option(
         "e2e: MemTrain's self-supervised tasks from a corpus; longqa: long-document QA (RULER-HQA style) "
         "from a QA data file; search_corpus: the local passage corpus for search QA "
-        "(memtrain.recipes.build_search_corpus)", "e2e")
+        "(memtrain.recipes.build_search_corpus); searchqa: multi-objective search-QA tasks (MEM1 setting, "
+        "memtrain.recipes.build_searchqa)", "e2e")
     out: str = option("output folder: shards, manifest.json, stats.json, README.md data card", "data/tasks")
     tokenizer: str = option("tokenizer that counts chunk tokens: the model you will train or evaluate "
                             "(name, HF id or path; smollm2 = the embedded default)", "smollm2")
@@ -89,6 +94,7 @@ class BuildConfig:
     e2e: E2EConfig = option("how each E2E task is built (defaults: the paper's)", factory=E2EConfig)
     longqa: LongQAConfig = option("how long-QA tasks are built", factory=LongQAConfig)
     search_corpus: SearchCorpusConfig = option("what the search corpus holds", factory=SearchCorpusConfig)
+    searchqa: SearchQAConfig = option("how search-QA tasks are built", factory=SearchQAConfig)
     shard_size: int = option("tasks per shard file", 1000)
     format: Literal["jsonl", "parquet"] = option("shard file format", "jsonl")
     workers: int = option("e2e: processes building shards in parallel (and reading a multistream dump whose "
@@ -106,7 +112,7 @@ class BuildConfig:
     def identity(self) -> dict[str, Any]:
         """What the tasks depend on (for ``kind`` only its own section); its hash guards resume."""
         d = asdict(self)
-        for k in ("workers", "out", "overwrite", "progress", "search_corpus"):
+        for k in ("workers", "out", "overwrite", "progress", "search_corpus", "searchqa"):
             d.pop(k)
         if self.kind == "e2e":
             d.pop("longqa")
@@ -131,6 +137,10 @@ def build(cfg: BuildConfig, after_shard: Callable[[int], None] | None = None) ->
         from memtrain.recipes.build_search_corpus import build as build_search_corpus
 
         return build_search_corpus(cfg)
+    if cfg.kind == "searchqa":  # questions, no chunks: its own recipe (memtrain.recipes.build_searchqa)
+        from memtrain.recipes.build_searchqa import build as build_searchqa
+
+        return build_searchqa(cfg)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     out = Path(cfg.out)
     tokenizer = resolve_tokenizer(cfg.tokenizer)  # fail on a bad tokenizer before reading a big input

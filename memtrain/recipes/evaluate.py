@@ -3,7 +3,9 @@
     set-up   the task set (manifest checked against the model's tokenizer and the agent budgets), engine
     run      long QA: every task through the memory loop (+ the full-context baseline if asked), per-length
              accuracy / EM / F1; E2E: the proxy evaluation (E2E answer + one IMR probe per task, the rule and
-             probes training uses)
+             probes training uses); search QA (``task=search``, or a ``kind=searchqa`` task set): the
+             searching agent (``search.*``, ``retriever.*``) on every task, per-benchmark EM averaged over
+             objectives, with each episode's queries, retrieved titles and memories in ``results.jsonl``
     report   ``results.jsonl`` + ``metrics.json`` (+ ``full_context/``), ``results.md``, a PNG for long QA
 
 Re-running the same command with the same ``out`` resumes where it stopped; a different configuration in
@@ -19,9 +21,11 @@ from typing import Any, Literal
 
 from memtrain.agent.engines import EngineConfig, build_engine
 from memtrain.agent.loop import AgentConfig
+from memtrain.agent.search import SearchAgentConfig
 from memtrain.config import option, to_dict
 from memtrain.errors import MemtrainError
 from memtrain.io import atomic_open, write_json
+from memtrain.search.backends import SearchConfig
 
 
 @dataclass
@@ -31,9 +35,17 @@ class EvalConfig:
                                    "(the proxy tasks)", None)
     out: str = option("output folder", "out/eval")
     engine: EngineConfig = option("generation engine", factory=EngineConfig)
+    task: Literal["auto", "memory", "search"] = option(
+        "auto: from the task set's kind; memory: the memory agent over chunks (long QA, E2E); search: the "
+        "searching agent (needs a kind=searchqa task set)", "auto")
     agent: AgentConfig = option("memory-agent budgets; chunk_tokens comes from the task set",
                                 factory=AgentConfig)
-    num_questions: int | None = option("evaluate only the first N questions (per length) / E2E tasks", None)
+    search: SearchAgentConfig = option("searching agent (task=search): turns, token budgets, prompts",
+                                       factory=SearchAgentConfig)
+    retriever: SearchConfig = option("search backend (task=search): bm25/dense over a local corpus, or http",
+                                     factory=SearchConfig)
+    num_questions: int | None = option("evaluate only the first N questions (per length) / E2E tasks / "
+                                       "search-QA tasks per benchmark", None)
     batch_size: int = option("documents read together (turn-synchronous batching)", 16)
     temperature: float = option("0 = greedy (MemAgent's evaluation samples at 0.7, top-p 0.95: preset "
                                 "eval/memagent_sampling)", 0.0)
@@ -94,6 +106,13 @@ def evaluate(cfg: EvalConfig) -> dict[str, Any]:
     cfg.validate()
     out = Path(cfg.out)
     ts = open_taskset(cfg.tasks_dir)  # type: ignore[arg-type]  # before loading a model: fails in a second
+    search = ts.manifest.kind == "searchqa"
+    if cfg.task != "auto" and (cfg.task == "search") != search:
+        raise MemtrainError(f"EvalConfig.task={cfg.task} but {ts.path} is a {ts.manifest.kind} task set; "
+                            "build a search-QA set with `memtrain data build kind=searchqa` (or use "
+                            "task=auto)")
+    if search:
+        return evaluate_search_tasks(cfg, ts)
     agent = agent_for(cfg.agent, ts, "EvalConfig")
     engine = build_engine(cfg.engine, cfg.model)
     check_tokenizer(engine.tokenizer, ts, cfg.model, "EvalConfig")
@@ -133,6 +152,39 @@ def evaluate(cfg: EvalConfig) -> dict[str, Any]:
     table = write_report(paths, out, title=f"{source}: accuracy vs context length ({cfg.model})")
     print(table)
     print(f"wrote {out / 'results.md'}, {out / 'accuracy_vs_length.png'}, {out / 'metrics.json'}")
+    return m
+
+
+def evaluate_search_tasks(cfg: EvalConfig, ts: Any) -> dict[str, Any]:
+    """``task=search``: the searching agent on a search-QA task set (:mod:`memtrain.eval.search`)."""
+    from memtrain.agent.engine import Sampling
+    from memtrain.eval.search import evaluate_search
+    from memtrain.search import make_search
+
+    out = Path(cfg.out)
+    engine = build_engine(cfg.engine, cfg.model)  # no tokenizer check: search tasks hold no chunks
+    searcher = make_search(cfg.retriever)
+    out.mkdir(parents=True, exist_ok=True)
+    write_json(out / "config.json", to_dict(cfg))
+    seen: dict[str, int] = {}
+    chosen = []
+    for t in ts.tasks:  # the first num_questions tasks of every benchmark
+        src = t.meta.get("source", "")
+        if cfg.num_questions is None or seen.get(src, 0) < cfg.num_questions:
+            chosen.append(t)
+            seen[src] = seen.get(src, 0) + 1
+    tasks = with_samples(chosen, cfg.samples)
+    label = cfg.label or cfg.model
+    run_info = {"model": cfg.model, "engine": cfg.engine.kind, "tasks_dir": str(ts.path),
+                "task_set": ts.manifest.config_hash, "seed": cfg.seed, "temperature": cfg.temperature,
+                "top_p": cfg.top_p, "samples": cfg.samples, "retriever": to_dict(cfg.retriever),
+                "search": to_dict(cfg.search)}
+    sampling = Sampling(temperature=cfg.temperature, top_p=cfg.top_p, seed=cfg.seed)
+    m = evaluate_search(engine, searcher, tasks, cfg.search, sampling, out, batch_size=cfg.batch_size,
+                        resume=cfg.resume, label=f"{label} search agent", run_info=run_info, trace=cfg.trace,
+                        progress=cfg.progress)
+    print((out / "results.md").read_text(encoding="utf-8"))
+    print(f"wrote {out / 'results.md'}, {out / 'metrics.json'}, {out / 'results.jsonl'}")
     return m
 
 

@@ -14,8 +14,12 @@
     cleanup     reward plot, final HF-format model
 
 The same recipe post-trains on downstream tasks: give it a long-QA task set (``memtrain data build``
-with ``kind=longqa longqa.split=train``) and ``rollout.imr=false``. A batch whose groups are all dropped by
-DAPO skips the optimizer step (the step still counts), so every step costs one batch of rollouts.
+with ``kind=longqa longqa.split=train``) and ``rollout.imr=false``; or a search-QA task set
+(``kind=searchqa searchqa.split=train``): then the rollouts are the searching agent's episodes
+(:mod:`memtrain.rl.search_rollout`, ``search.*`` budgets, the ``retriever`` backend), G1 per task, the
+reward the mean per-objective match of the final answer, and the advantage broadcast to every turn (the
+MEM1 recipe). A batch whose groups are all dropped by DAPO skips the optimizer step (the step still
+counts), so every step costs one batch of rollouts.
 """
 
 from __future__ import annotations
@@ -35,7 +39,7 @@ from memtrain.progress import progress_bar
 from memtrain.records import MemTask
 from memtrain.rl import checkpoint as ckpt
 from memtrain.rl.config import TrainConfig
-from memtrain.rl.data import DocSampler, load_data
+from memtrain.rl.data import DocSampler, is_search, load_data
 from memtrain.rl.reference import make_reference
 from memtrain.rl.rollout import collect
 from memtrain.rl.rows import build_rows
@@ -75,8 +79,18 @@ def train(cfg: TrainConfig) -> Path:
     check_update_precision(model, cfg.optim.lr)
     train_tasks, held_out, agent = load_data(cfg, tok)
     cfg = dataclasses.replace(cfg, agent=agent)  # budgets adopted from the task set are part of the run
-    say(f"{len(train_tasks)} training tasks from {cfg.data.tasks_dir}, {len(held_out)} held out; chunks of "
-        f"{agent.chunk_tokens} tokens, memory {agent.memory_tokens}")
+    searcher = None
+    if is_search(train_tasks):
+        from memtrain.search import make_search
+
+        sc = cfg.search
+        say(f"{len(train_tasks)} search-QA training tasks from {cfg.data.tasks_dir}, {len(held_out)} held "
+            f"out; <= {sc.max_turns} turns, responses {sc.response_tokens} tokens, memory "
+            f"{sc.memory_tokens}, retriever {cfg.retriever.kind} top-{cfg.retriever.topk}")
+        searcher = make_search(cfg.retriever)
+    else:
+        say(f"{len(train_tasks)} training tasks from {cfg.data.tasks_dir}, {len(held_out)} held out; chunks "
+            f"of {agent.chunk_tokens} tokens, memory {agent.memory_tokens}")
     reference = make_reference(model, cfg.loss.kl_coef, cfg.model.lora.enabled)
     sampler = DocSampler(len(train_tasks), cfg.batch_size, cfg.seed)
     params = [p for p in model.parameters() if p.requires_grad]
@@ -102,10 +116,14 @@ def train(cfg: TrainConfig) -> Path:
 
     def held_out_eval(step: int) -> dict[str, float]:
         say(f"held-out evaluation on {min(cfg.eval_docs, len(held_out))} tasks (step {step})")
-        metrics, rows = evaluate_held_out(engine, model, held_out, cfg)
+        if searcher is not None:
+            metrics, rows = evaluate_held_out_search(engine, searcher, model, held_out, cfg)
+        else:
+            metrics, rows = evaluate_held_out(engine, model, held_out, cfg)
         log.write_held_out(step, rows)
         return {f"eval/{k.split('/', 1)[1]}": v for k, v in metrics.items()}
 
+    held_out = held_out if cfg.eval_docs > 0 else []  # eval_docs=0: no held-out evaluation
     if start == 0 and held_out:
         log.write(0, held_out_eval(0))
     bar = progress_bar(range(start + 1, cfg.steps + 1), desc="train", unit="step", disable=not progress,
@@ -117,17 +135,27 @@ def train(cfg: TrainConfig) -> Path:
         # rollouts (policy in eval mode, no grad) -> rewards -> advantages -> rows
         model.eval()
         with autocast(cfg, model):
-            rollouts = collect(engine, batch, agent, cfg.rollout, seed=step_seed(cfg.seed, step),
-                               progress=progress)
+            if searcher is not None:
+                from memtrain.rl.search_rollout import collect as collect_search
+
+                rollouts = collect_search(engine, searcher, batch, cfg.search, cfg.rollout,
+                                          seed=step_seed(cfg.seed, step), progress=progress)
+            else:
+                rollouts = collect(engine, batch, agent, cfg.rollout, seed=step_seed(cfg.seed, step),
+                                   progress=progress)
         lc = cfg.loss
         rows, row_stats = build_rows(rollouts, lc.adv_scale, lc.dapo_filter, lc.mask_truncated)
         t1 = time.perf_counter()
 
         # policy update, then the engine samples from the new weights
         model.train()
+        if hasattr(engine, "sleep"):  # vLLM with engine.sleep_mode: free its GPU memory for the update
+            engine.sleep()
         upd = update(model, reference, rows, optimizer, cfg, step, tok.pad_token_id, progress=progress)
         if not upd["update/skipped"]:  # warm-up counts optimizer updates, not batches DAPO emptied
             scheduler.step()
+        if hasattr(engine, "wake_up"):
+            engine.wake_up()
         engine.sync_weights(model)
         t2 = time.perf_counter()
 
@@ -166,3 +194,33 @@ def evaluate_held_out(engine: Any, model: Any, tasks: list[MemTask], cfg: TrainC
     reward = cfg.rollout.reward
     keys = (f"reward/e2e_{reward}", f"reward/imr_{reward}", *HELD_OUT_KEYS)
     return {k: r.metrics[k] for k in keys}, proxy_rows(r, cfg.agent.answer_mode)
+
+
+def evaluate_held_out_search(engine: Any, searcher: Any, model: Any, tasks: list[MemTask], cfg: TrainConfig
+                             ) -> tuple[dict[str, float], list[dict[str, Any]]]:
+    """Greedy search episodes on ``eval_docs`` held-out tasks, taken round-robin over the benchmarks: the
+    reward, the paper's EM and the action statistics, and one row per task (the rows ``memtrain eval``
+    writes, traces included)."""
+    from memtrain.agent.engine import Sampling
+    from memtrain.agent.search import run_search_agent
+    from memtrain.eval.search import result_row
+    from memtrain.records import Rollouts
+    from memtrain.rl.search_rollout import search_metrics, search_rewards
+
+    model.eval()
+    by_source: dict[str, list[MemTask]] = {}
+    for t in tasks:
+        by_source.setdefault(str(t.meta.get("source", "")), []).append(t)
+    rounds = [t for group in zip(*by_source.values(), strict=False) for t in group]  # round-robin
+    chosen = rounds[: cfg.eval_docs] if len(rounds) >= cfg.eval_docs else tasks[: cfg.eval_docs]
+    with autocast(cfg, model):
+        trajs = run_search_agent(engine, searcher, chosen, cfg.search,
+                                 Sampling(temperature=0.0, seed=cfg.seed), progress=cfg.log.progress)
+    scores = [search_rewards(tr, t, cfg.search.reward) for t, tr in zip(chosen, trajs, strict=True)]
+    r = Rollouts(tasks=chosen, g1=1, trajectories=trajs, doc_of=list(range(len(chosen))),
+                 answer_rewards=[a for a, _ in scores], imr=[None] * len(chosen),
+                 rewards=[a for a, _ in scores], metrics={}, answer_strict=[e for _, e in scores])
+    m = search_metrics(r, cfg.search.reward)
+    keys = (f"reward/search_{cfg.search.reward}", "reward/coupled", "score/search_em", "search/answered",
+            "search/turns", "search/searches", "search/invalid_turns")
+    return {k: m[k] for k in keys}, [result_row(t, tr, 0.0) for t, tr in zip(chosen, trajs, strict=True)]

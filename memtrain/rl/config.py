@@ -12,8 +12,10 @@ from typing import Literal
 
 from memtrain.agent.engines import EngineConfig
 from memtrain.agent.loop import AgentConfig
+from memtrain.agent.search import SearchAgentConfig
 from memtrain.config import option
 from memtrain.errors import MemtrainError
+from memtrain.search.backends import SearchConfig
 
 
 @dataclass
@@ -40,7 +42,8 @@ class ModelConfig:
 @dataclass
 class DataConfig:
     tasks_dir: str | None = option("task set built by `memtrain data build` (E2E for MemTrain, long QA with "
-                                   "split=train for task RL); its manifest is checked against agent.*", None)
+                                   "split=train or search QA with split=train for task RL); its manifest is "
+                                   "checked against agent.*", None)
     eval_tasks_dir: str | None = option("held-out task set for the evaluations during training (e.g. long QA "
                                         "split=eval); default: the last eval_size tasks of tasks_dir", None)
     eval_size: int = option("tasks held out from training when eval_tasks_dir is unset", 8)
@@ -106,6 +109,11 @@ class TrainConfig:
     model: ModelConfig = option("policy model", factory=ModelConfig)
     data: DataConfig = option("training and held-out tasks", factory=DataConfig)
     agent: AgentConfig = option("memory-agent budgets (tokens)", factory=AgentConfig)
+    search: SearchAgentConfig = option("searching agent (search-QA task sets only): turns, budgets, reward",
+                                       factory=SearchAgentConfig)
+    retriever: SearchConfig = option("search backend (search-QA task sets only): bm25/dense over a local "
+                                     "corpus, or http (a MEM1/Search-R1 retrieval server)",
+                                     factory=SearchConfig)
     engine: EngineConfig = option("rollout engine", factory=EngineConfig)
     rollout: RolloutConfig = option("sampling, group sizes and rewards", factory=RolloutConfig)
     loss: LossConfig = option("policy loss", factory=LossConfig)
@@ -127,7 +135,7 @@ class TrainConfig:
                              50)
     keep_checkpoints: int = option("keep this many latest checkpoints (0 = all)", 2)
     eval_every: int = option("held-out proxy eval every this many steps (0 = only at start and end)", 0)
-    eval_docs: int = option("held-out tasks per eval (greedy, one trajectory each)", 8)
+    eval_docs: int = option("held-out tasks per eval (greedy, one trajectory each; 0: no held-out eval)", 8)
 
     def validate(self) -> None:
         for name in ("steps", "batch_size", "micro_batch_size", "ppo_epochs"):
@@ -145,6 +153,7 @@ class TrainConfig:
         if self.loss.kl_coef < 0:
             raise MemtrainError(f"TrainConfig.loss.kl_coef must be >= 0, got {self.loss.kl_coef}")
         self.agent.validate()
+        self.search.validate()
         self.rollout.validate()
         self.engine.validate()
         if not self.data.tasks_dir:

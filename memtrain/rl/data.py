@@ -20,18 +20,37 @@ from memtrain.records import MemTask
 from memtrain.rl.config import TrainConfig
 from memtrain.tasks.taskset import agent_for, check_tokenizer, open_taskset
 
+SEARCH_KIND = "searchqa"  # search-QA task sets: no chunks, so no tokenizer or chunk budget to check
+
+
+def is_search(tasks: list[MemTask]) -> bool:
+    """Whether these are search-QA tasks (for the searching agent) rather than memory-agent documents."""
+    return bool(tasks) and tasks[0].kind == "search"
+
 
 def load_data(cfg: TrainConfig, tokenizer: Any) -> tuple[list[MemTask], list[MemTask], AgentConfig]:
-    """(train tasks, held-out tasks, the agent budgets made consistent with the task sets)."""
+    """(train tasks, held-out tasks, the agent budgets made consistent with the task sets).
+
+    Search-QA task sets (``kind: searchqa``) have no chunks: any tokenizer reads them and ``agent.*`` is not
+    checked; the training and held-out sets must both be search QA.
+    """
     d = cfg.data
     model = cfg.model.init_from or cfg.model.name
     ts = open_taskset(d.tasks_dir)  # type: ignore[arg-type]
-    check_tokenizer(tokenizer, ts, model, "TrainConfig")
-    agent = agent_for(cfg.agent, ts, "TrainConfig")
+    search = ts.manifest.kind == SEARCH_KIND
+    agent = cfg.agent
+    if not search:
+        check_tokenizer(tokenizer, ts, model, "TrainConfig")
+        agent = agent_for(agent, ts, "TrainConfig")
     if d.eval_tasks_dir:
         held_ts = open_taskset(d.eval_tasks_dir)
-        check_tokenizer(tokenizer, held_ts, model, "TrainConfig")
-        agent = agent_for(agent, held_ts, "TrainConfig")
+        if (held_ts.manifest.kind == SEARCH_KIND) != search:
+            raise MemtrainError(f"data.tasks_dir {d.tasks_dir} is a {ts.manifest.kind} task set but "
+                                f"data.eval_tasks_dir {d.eval_tasks_dir} is {held_ts.manifest.kind}; "
+                                "train and hold out tasks of one kind")
+        if not search:
+            check_tokenizer(tokenizer, held_ts, model, "TrainConfig")
+            agent = agent_for(agent, held_ts, "TrainConfig")
         train, held = ts.tasks, held_ts.tasks
     else:
         if len(ts.tasks) <= d.eval_size:
