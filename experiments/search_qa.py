@@ -213,8 +213,8 @@ def table(args: argparse.Namespace | None = None) -> int:
             data[arm] = {"runs": runs,
                          "train": {d.parent.name: _train_summary(d.parent) for d in dirs if arm != "base"}}
     lines = []
-    for metric, title in (("sub_em", "sub-EM (the training reward)"), ("em", "EM (the paper's metric)"),
-                          ("answered", "episodes that wrote an <answer>")):
+    for metric, title in (("f1", "F1 (the training reward)"), ("em", "EM (the paper's metric)"),
+                          ("sub_em", "sub-EM"), ("answered", "episodes that wrote an <answer>")):
         lines.append(f"\n**{title}**, % (mean ± sd over seeds; n tasks per benchmark in brackets)\n")
         lines.append("| arm | seeds | " + " | ".join(groups) + " | average (3 benchmarks) |")
         lines.append("|---|---|" + "---|" * (len(groups) + 1))
@@ -229,7 +229,7 @@ def table(args: argparse.Namespace | None = None) -> int:
                    for m in d["runs"].values() if all(g in m["by_benchmark"] for g in BENCHMARKS)]
             lines.append(f"| {ARM_LABELS[arm]} | {len(d['runs'])} | " + " | ".join(cells) +
                          f" | {_fmt(avg)} |")
-    train_lines = ["\n**Training** (search RL, per seed): mean training reward (sub-EM) at the first and "
+    train_lines = ["\n**Training** (search RL, per seed): mean training reward (F1) at the first and "
                    "last step, groups with signal (not dropped by DAPO) / groups, optimizer updates\n",
                    "| arm | seed | steps | reward first → last (mean) | answered first → last | groups with "
                    "signal | updates |", "|---|---|---|---|---|---|---|"]

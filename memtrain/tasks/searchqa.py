@@ -23,7 +23,9 @@ counted). The answer of objective i is scored against objective i's aliases only
 (``in_pool``: an answer string occurs in some passage; ``retrieved``: BM25 with the question as query ranks
 a passage holding an answer within ``nq_max_rank``), read from the corpus' ``answerable_nq.json``;
 whatever the filter, each NQ objective records ``in_pool`` and ``bm25_rank`` in the task when that file
-exists, so evaluations report NQ unfiltered and on the answerable subset.
+exists, so evaluations report NQ unfiltered and on the answerable subset; ``nq_answerable_benchmark``
+also builds that subset as a benchmark of its own (``nq_answerable``), so that evaluating the first N tasks
+of every benchmark covers it.
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ import json
 import logging
 import random
 from collections import Counter
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -73,6 +75,10 @@ class SearchQAConfig:
                               "largest BM25 rank that counts as retrieved (MEM1's topk: 3)", 3)
     corpus: str = option("search corpus folder with answerable_nq.json (`memtrain data build "
                          "search_corpus_cpu`)", "data/search_corpus_cpu")
+    nq_answerable_benchmark: bool = option(
+        "also build the side's NQ questions answerable from the corpus (BM25 rank <= nq_max_rank) as a "
+        "benchmark of their own, `nq_answerable` (the same questions as in `nq`), so that evaluating the "
+        "first N tasks per benchmark covers that subset too", False)
 
     def validate(self) -> None:
         bad = [s for s in [*self.sources, *self.eval_only, *self.paths] if s not in SEARCH_SOURCES]
@@ -201,10 +207,19 @@ def build_search_tasks(cfg: SearchQAConfig) -> tuple[list[MemTask], dict[str, An
     tasks: list[MemTask] = []
     stats: dict[str, Any] = {"per_source": {}}
     n = cfg.n_objectives
-    for source in cfg.sources:
+    if cfg.nq_answerable_benchmark and answerable is None:
+        raise MemtrainError(f"searchqa.nq_answerable_benchmark needs {cfg.answerable_path().resolve()}; "
+                            "build the corpus first (`memtrain data build search_corpus_cpu`)")
+    benchmarks = [*cfg.sources, *(["nq_answerable"] if cfg.nq_answerable_benchmark and "nq" in cfg.sources
+                                  else [])]
+    for bench in benchmarks:
+        source = "nq" if bench == "nq_answerable" else bench
         qs = side_of(load_questions(source, cfg.path(source)), cfg, source)
         n_side = len(qs)
-        if source == "nq" and cfg.nq_filter != "none":
+        if bench == "nq_answerable":
+            qs = [q for q in qs if _answerable(answerable.get(q.question),  # type: ignore[union-attr]
+                                               replace(cfg, nq_filter="retrieved"))]
+        elif source == "nq" and cfg.nq_filter != "none":
             qs = [q for q in qs if _answerable(answerable.get(q.question), cfg)]  # type: ignore[union-attr]
         groups = [qs[i : i + n] for i in range(0, len(qs) - len(qs) % n, n)]
         if cfg.num_tasks:
@@ -221,17 +236,17 @@ def build_search_tasks(cfg: SearchQAConfig) -> tuple[list[MemTask], dict[str, An
                     o["answerable"] = rank is not None and rank <= cfg.nq_max_rank  # retrieved in top-k
                 objs.append(o)
             tasks.append(MemTask(
-                id=f"search-{source}-{cfg.split}-{j}",
+                id=f"search-{bench}-{cfg.split}-{j}",
                 kind="search",
                 problem="; ".join(o["question"] for o in objs),
                 chunks=[],
                 answers=["; ".join(o["answers"][0] for o in objs)],
-                meta={"source": source, "split": cfg.split, "n_objectives": n, "objectives": objs,
+                meta={"source": bench, "split": cfg.split, "n_objectives": n, "objectives": objs,
                       "question_ids": [f"{source}:{o['qid']}" for o in objs],
                       **({"answerable": all(o["answerable"] for o in objs)} if source == "nq" and answerable
                          is not None else {})},
             ))
-        stats["per_source"][source] = {
+        stats["per_source"][bench] = {
             "questions_on_side": n_side, "questions_kept": len(qs), "tasks": len(groups),
             "dropped_incomplete_group": len(qs) % n,
             **({"answerable_tasks": sum(1 for t in tasks[-len(groups):] if t.meta.get("answerable"))}

@@ -86,7 +86,7 @@ def test_train_on_search_tasks(search_setup, tmp_path):
     assert len(steps) == 2
     for r in steps:
         assert r["rows/total"] == r["search/turns"] * 4  # every turn of the 2 x 2 episodes is a row
-        assert "reward/search_sub_em" in r and "score/search_em" in r and r["update/skipped"] == 0.0
+        assert "reward/search_f1" in r and "score/search_em" in r and r["update/skipped"] == 0.0
     assert any("eval/answered" in r for r in rows)
     assert (out / "final" / "config.json").is_file()
     held = list(read_jsonl(out / "held_out.jsonl"))

@@ -73,6 +73,9 @@ def test_nq_filter_reads_answerability(tmp_path):
     assert len(build_search_tasks(replace(base, nq_filter="in_pool"))[0]) == 3  # "person 3?" keeps its "?"
     assert len(build_search_tasks(replace(base, nq_filter="retrieved"))[0]) == 2
     assert len(build_search_tasks(replace(base, nq_filter="retrieved", nq_max_rank=1))[0]) == 0
+    both = build_search_tasks(replace(base, nq_answerable_benchmark=True))[0]  # nq, then its answerable part
+    assert [t.meta["source"] for t in both] == ["nq"] * 7 + ["nq_answerable"] * 2
+    assert both[-1].meta["question_ids"] == ["nq:1"] and both[-1].id == "search-nq_answerable-all-1"
     with pytest.raises(MemtrainError, match="answerable_nq.json"):
         build_search_tasks(replace(base, nq_filter="in_pool", corpus=str(tmp_path / "missing")))
 
@@ -105,13 +108,19 @@ def test_build_recipe_writes_a_task_set(tmp_path):
 
 def test_real_presets_are_disjoint(shared_data, tmp_path, capsys):
     sides = {}
+    # the CPU train preset keeps NQ questions answerable from the local corpus; without that corpus built
+    # (`memtrain data build search_corpus_cpu`), build it unfiltered
+    corpus = load_config(BuildConfig, "data", "searchqa_cpu_train", []).searchqa.answerable_path()
+    unfiltered = [] if corpus.is_file() else ["searchqa.nq_filter=none",
+                                              "searchqa.nq_answerable_benchmark=false"]
     for preset in ("searchqa_cpu_train", "searchqa_cpu_eval", "searchqa_paper_train", "searchqa_paper_eval"):
         cfg = load_config(BuildConfig, "data", preset, [f"out={tmp_path / preset}",
-                                                        f"searchqa.data={shared_data}", "progress=false"])
+                                                        f"searchqa.data={shared_data}", "progress=false",
+                                                        *unfiltered])
         build(cfg)
         sides[preset] = tmp_path / preset
     ev = open_taskset(sides["searchqa_cpu_eval"]).tasks
-    assert {t.meta["source"] for t in ev} == {"hotpotqa", "nq", "musique"}
+    assert {t.meta["source"] for t in ev} - {"nq_answerable"} == {"hotpotqa", "nq", "musique"}
     assert sum(t.meta["source"] == "musique" for t in ev) == 100  # eval-only: every MuSiQue question
     paper = open_taskset(sides["searchqa_paper_eval"]).tasks
     assert all(len(t.meta["objectives"]) == 2 and "?; " in t.problem for t in paper)
