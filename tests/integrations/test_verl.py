@@ -295,3 +295,47 @@ def test_verl_config_writes_real_verl_keys_with_the_paper_values(tmp_path):
     rows = __import__("pyarrow.parquet", fromlist=["x"]).read_table(out / "train.parquet").to_pylist()
     assert len(rows) == 4 and {r["agent_name"] for r in rows} == {loops.MEMTRAIN_LOOP}
     assert (out / "run.sh").read_text().count("=") >= len(ov)
+
+
+class ScriptedServer:
+    """Answers each call with the next scripted text (as token ids), recording the prompts it saw."""
+
+    def __init__(self, tok, texts):
+        self.tok, self.texts, self.prompts = tok, list(texts), []
+
+    async def generate(self, request_id, *, prompt_ids, sampling_params, **kwargs) -> TokenOutput:
+        self.prompts.append(self.tok.decode(prompt_ids))
+        return TokenOutput(token_ids=self.tok.encode(self.texts.pop(0), add_special_tokens=False))
+
+
+def test_search_loop_runs_the_mem1_episode_with_the_objective_reward(tokenizer, monkeypatch):
+    from memtrain.records import Hit, MemTask
+
+    class FakeSearch:
+        def search(self, queries, topk=None):
+            hit = Hit.from_contents("d1", '"Paris"\nParis is the capital of France.', 1.0)
+            return [[hit] for _ in queries]
+
+    monkeypatch.setattr(loops, "searcher", lambda cfg: FakeSearch())
+    objs = [{"qid": "1", "question": "What is the capital of France?", "answers": ["Paris"]},
+            {"qid": "2", "question": "Which river flows through Paris?", "answers": ["Seine", "the Seine"]}]
+    task = MemTask(id="s0", kind="search", problem="; ".join(o["question"] for o in objs), chunks=[],
+                   answers=["Paris; Seine"], meta={"objectives": objs})
+    server = ScriptedServer(tokenizer, ["<think>need the capital</think><search>capital of France</search>",
+                                        "<think>Paris</think><answer>Paris; the Seine</answer>"])
+    entry = {**_agent_loop_registry[loops.SEARCH_LOOP], "rollout": ROLLOUT.__dict__, "seed": 0,
+             "search": {"max_turns": 3, "response_tokens": 64, "memory_tokens": 16, "info_tokens": 64}}
+    cfg = verl_config()
+    loop = hydra.utils.instantiate(entry, trainer_config=DictConfigWrap(cfg), server_manager=server,
+                                   tokenizer=tokenizer, processor=None, hf_model_type="llama",
+                                   dataset_cls=None, data_config=DictConfigWrap(cfg.data), tools=None)
+    row = export.task_rows([task], reward="em")[0] | {"uid": "u", "global_steps": 1, "index": 0}
+    outs = asyncio.run(loop.run(SAMPLING, **row, session_id=0))
+    assert [o.extra_fields["kind"] for o in outs] == ["search", "answer"]
+    assert "<information>" in server.prompts[1] and "Paris is the capital of France." in server.prompts[1]
+    assert outs[-1].reward_score == 1.0  # both objectives right (an alias for the second)
+    # rows scored outside the loop get the same reward from the row's objectives
+    extra = row["extra_info"]
+    assert compute_score(row["data_source"], "<answer>Paris; Seine</answer>", None, extra)["score"] == 1.0
+    assert compute_score(row["data_source"], "<answer>Seine; Paris</answer>", None, extra)["score"] == 0.0
+    assert compute_score(row["data_source"], "<answer>Paris</answer>", None, extra)["score"] == 0.0

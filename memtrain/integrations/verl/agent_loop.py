@@ -13,15 +13,19 @@ carrying the coupled reward ``R^E`` (``reward_score``, so veRL's reward loop is 
 answers included; :mod:`memtrain.integrations.verl.worker` gives IMR answers their own groups instead.
 
 Registered names (the dataset's ``agent_name`` column): ``memtrain_memtrain`` (E2E tasks: updates + G2 IMR
-answers + final) and ``memtrain_memagent`` (long-document QA post-training: updates + final). Budgets and
+answers + final), ``memtrain_memagent`` (long-document QA post-training: updates + final) and
+``memtrain_search`` (search-QA post-training, the MEM1 recipe: one
+:func:`memtrain.rl.search_rollout.search_rollout_trajectory` per session, every turn an output). Budgets and
 rewards come from the agent-loop registry entry written by ``memtrain verl-config`` (keys ``agent``,
-``rollout``, ``seed``: memtrain's :class:`AgentConfig` and :class:`RolloutConfig`). Sampling temperature and
+``rollout``, ``search``, ``retriever``, ``seed``: memtrain's :class:`AgentConfig`, :class:`RolloutConfig`,
+:class:`SearchAgentConfig`, :class:`SearchConfig`). Sampling temperature and
 top-p come from veRL's rollout config (``sampling_params``), which is the source of truth in a veRL run.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import uuid
 from collections.abc import Sequence
@@ -32,15 +36,19 @@ from verl.experimental.agent_loop.agent_loop import AgentLoopBase, AgentLoopMetr
 
 from memtrain.agent.engine import Sampling, render
 from memtrain.agent.loop import AgentConfig, Conversation
+from memtrain.agent.search import SearchAgentConfig
 from memtrain.config import from_dict
 from memtrain.errors import MemtrainError
 from memtrain.records import Completion, MemTask, ScoredTrajectory
 from memtrain.rl.config import RolloutConfig
 from memtrain.rl.rollout import rollout_trajectory
+from memtrain.rl.search_rollout import search_rollout_trajectory
+from memtrain.search import SearchConfig, make_search
 from memtrain.seeds import derive_seed
 
 MEMTRAIN_LOOP = "memtrain_memtrain"
 MEMAGENT_LOOP = "memtrain_memagent"
+SEARCH_LOOP = "memtrain_search"
 
 
 class ServerGenerator:
@@ -80,7 +88,7 @@ def task_from_row(row: dict[str, Any], kind: str) -> MemTask:
         raise MemtrainError(f"{where} has no extra_info.task: export the task set with "
                             "`memtrain verl-config`")
     task = MemTask.from_dict(json.loads(extra["task"]))
-    if not task.chunks or not any(c.strip() for c in task.chunks):
+    if kind != "search" and (not task.chunks or not any(c.strip() for c in task.chunks)):
         raise MemtrainError(f"{where} (task {task.id!r}) has no chunks: nothing to read")
     if not task.answers or not any(a.strip() for a in task.answers):
         raise MemtrainError(f"{where} (task {task.id!r}) has an empty answer: nothing to score against")
@@ -91,7 +99,7 @@ def task_from_row(row: dict[str, Any], kind: str) -> MemTask:
 
 
 def to_outputs(scored: ScoredTrajectory) -> list[AgentLoopOutput]:
-    """One output per conversation: updates, IMR answers, then the final answer (which holds ``R^E``).
+    """One output per conversation: updates (or search turns), IMR answers, then the last turn (with R^E).
 
     Every output's ``reward_extra_info`` has the same numeric keys (veRL stacks them across rows):
     the trajectory's ``coupled_reward`` (R^E), ``e2e_reward``, ``e2e_strict_em``, ``imr_reward_mean``, and
@@ -115,7 +123,7 @@ def to_outputs(scored: ScoredTrajectory) -> list[AgentLoopOutput]:
     if scored.imr is not None:
         outs += [output(c, r, kind="imr", imr_group=0, imr_reward=r)
                  for c, r in zip(scored.imr.completions, scored.imr.rewards, strict=True)]
-    last = output(final.completion, scored.reward, kind="final", step=final.step)
+    last = output(final.completion, scored.reward, kind=final.kind, step=final.step)
     last.reward_score = scored.reward
     outs.append(last)
     return outs
@@ -132,10 +140,13 @@ class _MemoryAgentLoop(AgentLoopBase):
 
     task_kind = "e2e"
 
-    def __init__(self, *args: Any, agent: Any = None, rollout: Any = None, seed: int = 0, **kwargs: Any):
+    def __init__(self, *args: Any, agent: Any = None, rollout: Any = None, seed: int = 0, search: Any = None,
+                 retriever: Any = None, **kwargs: Any):
         super().__init__(*args, **kwargs)
         self.agent = from_dict(AgentConfig, _plain(agent), "agent")
         self.rollout = from_dict(RolloutConfig, _plain(rollout), "rollout")
+        self.search = from_dict(SearchAgentConfig, _plain(search), "search")
+        self.retriever = from_dict(SearchConfig, _plain(retriever), "retriever")
         self.seed = seed
 
     async def run(self, sampling_params: dict[str, Any], **row: Any) -> list[AgentLoopOutput]:
@@ -143,9 +154,25 @@ class _MemoryAgentLoop(AgentLoopBase):
         gen = ServerGenerator(self.server_manager, self.tokenizer, sampling_params)
         # IMR draws: a function of (run seed, step, document, session), as in memtrain's trainer
         seed = derive_seed(self.seed, int(row.get("global_steps", 0)))
-        scored = await rollout_trajectory(gen, task, int(row.get("session_id", 0)), self.agent, self.rollout,
-                                          seed)
+        copy = int(row.get("session_id", 0))
+        if self.task_kind == "search":
+            scored = await search_rollout_trajectory(gen, searcher(self.retriever), task, copy, self.search,
+                                                     self.rollout, seed)
+        else:
+            scored = await rollout_trajectory(gen, task, copy, self.agent, self.rollout, seed)
         return to_outputs(scored)
+
+
+_SEARCHERS: dict[str, Any] = {}
+
+
+def searcher(cfg: SearchConfig) -> Any:
+    """One search backend per worker process and config: veRL builds a loop object per session, and a local
+    index must not be rebuilt for each (an HTTP client is cheap either way)."""
+    key = json.dumps(dataclasses.asdict(cfg), sort_keys=True)
+    if key not in _SEARCHERS:
+        _SEARCHERS[key] = make_search(cfg)
+    return _SEARCHERS[key]
 
 
 @register(MEMTRAIN_LOOP)
@@ -161,3 +188,11 @@ class MemAgentAgentLoop(_MemoryAgentLoop):
     reward (``rollout.reward``: strict EM in the paper's recipe)."""
 
     task_kind = "qa"
+
+
+@register(SEARCH_LOOP)
+class MemSearchAgentLoop(_MemoryAgentLoop):
+    """Search-QA post-training (MEM1 setting): ≤ ``search.max_turns`` turns, each an output; reward = the mean
+    per-objective match of the final answer, broadcast to every turn."""
+
+    task_kind = "search"

@@ -32,7 +32,8 @@ from memtrain.records import MemTask
 from memtrain.rl.config import TrainConfig
 
 LOOP_CLASSES = {"e2e": ("memtrain_memtrain", "memtrain.integrations.verl.agent_loop.MemTrainAgentLoop"),
-                "qa": ("memtrain_memagent", "memtrain.integrations.verl.agent_loop.MemAgentAgentLoop")}
+                "qa": ("memtrain_memagent", "memtrain.integrations.verl.agent_loop.MemAgentAgentLoop"),
+                "search": ("memtrain_search", "memtrain.integrations.verl.agent_loop.MemSearchAgentLoop")}
 MANAGER = "memtrain.integrations.verl.worker.MemTrainAgentLoopManager"
 
 
@@ -70,6 +71,7 @@ def task_rows(tasks: list[MemTask], reward: str = "strict_em", answer_mode: str 
             "reward_model": {"style": "rule", "ground_truth": task.answer},
             "extra_info": {"index": i, "id": task.id, "answers": list(task.answers),
                            "reward": reward, "answer_mode": answer_mode,
+                           "objectives": [list(o["answers"]) for o in task.meta.get("objectives", [])],
                            "task": json.dumps(dataclasses.asdict(task), ensure_ascii=False)},
         })
     return rows
@@ -84,24 +86,36 @@ def write_parquet(path: Path, rows: list[dict[str, Any]]) -> None:
         pq.write_table(pa.Table.from_pylist(rows), f)
 
 
-def prompt_bound(tokenizer: Any, tasks: list[MemTask], agent: AgentConfig) -> int:
-    """Longest prompt a memory loop can send: the template around the longest problem, plus a full chunk and
-    a full memory (update and IMR prompts; the final prompt has no chunk)."""
+def prompt_bound(tokenizer: Any, tasks: list[MemTask], cfg: TrainConfig, agent: AgentConfig) -> int:
+    """Longest prompt a loop can send: the template around the longest problem plus full budgets — a chunk
+    and a memory for the memory agent (update and IMR prompts; the final one has no chunk), a memory, a
+    query and an ``<information>`` block for the searching agent."""
     from memtrain.agent.engine import render
 
+    problems = {t.problem for t in tasks}
+    if tasks and tasks[0].kind == "search":
+        s = cfg.search
+        empty = "<think></think>\n<search></search>"
+        overhead = max(len(render(tokenizer, prompts.search_messages(p, empty, "<information></information>",
+                                                                     s.prompt_version))) for p in problems)
+        return overhead + s.memory_tokens + s.response_tokens + s.info_tokens + 32  # + the turns-left hint
     v = agent.prompt_version
-    overhead = 0
-    for problem in {t.problem for t in tasks}:
-        overhead = max(overhead, len(render(tokenizer, prompts.update_messages(problem, "", "", v))))
+    overhead = max(len(render(tokenizer, prompts.update_messages(p, "", "", v))) for p in problems)
     overhead = max(overhead, len(render(tokenizer, prompts.imr_messages("", "", v))))
     return overhead + int(agent.chunk_tokens or 0) + agent.memory_tokens
 
 
-def verl_overrides(cfg: VerlConfig, agent: AgentConfig, max_prompt: int, train_file: str, val_file: str,
-                   agent_loops: str, reward_file: str) -> dict[str, Any]:
+def response_bound(tasks: list[MemTask], cfg: TrainConfig, agent: AgentConfig) -> int:
+    """Longest response: a memory or an answer (memory agent), one turn (searching agent)."""
+    if tasks and tasks[0].kind == "search":
+        return cfg.search.response_tokens
+    return max(agent.memory_tokens, agent.answer_tokens)
+
+
+def verl_overrides(cfg: VerlConfig, max_prompt: int, max_response: int, train_file: str, val_file: str,
+                   agent_loops: str, reward_file: str, default_loop: str) -> dict[str, Any]:
     """Every memtrain setting as its veRL 0.9 key (the table in docs/verl.md)."""
     lc, r, o = cfg.loss, cfg.rollout, cfg.optim
-    response = max(agent.memory_tokens, agent.answer_tokens)
     ov: dict[str, Any] = {
         "trainer.use_v1": True,  # agent loops returning several conversations per trajectory
         "algorithm.adv_estimator": "grpo",
@@ -113,7 +127,7 @@ def verl_overrides(cfg: VerlConfig, agent: AgentConfig, max_prompt: int, train_f
         "data.val_files": val_file,
         "data.train_batch_size": cfg.batch_size,
         "data.max_prompt_length": max_prompt,
-        "data.max_response_length": response,
+        "data.max_response_length": max_response,
         "data.filter_overlong_prompts": False,  # the row's prompt is the question; the loop builds the rest
         "data.return_raw_chat": True,
         "data.seed": cfg.seed,
@@ -142,7 +156,7 @@ def verl_overrides(cfg: VerlConfig, agent: AgentConfig, max_prompt: int, train_f
         "actor_rollout_ref.rollout.tensor_model_parallel_size": cfg.tensor_parallel,
         "actor_rollout_ref.rollout.calculate_log_probs": True,
         "actor_rollout_ref.rollout.agent.num_workers": cfg.agent_workers,
-        "actor_rollout_ref.rollout.agent.default_agent_loop": LOOP_CLASSES["e2e"][0],
+        "actor_rollout_ref.rollout.agent.default_agent_loop": default_loop,
         "actor_rollout_ref.rollout.agent.agent_loop_config_path": agent_loops,
         "+actor_rollout_ref.rollout.agent.agent_loop_manager_class": MANAGER,
         "reward.custom_reward_function.path": reward_file,
@@ -191,19 +205,21 @@ def verl_config(cfg: VerlConfig) -> Path:
     out = Path(cfg.out).resolve()
     out.mkdir(parents=True, exist_ok=True)
     train_file, val_file = out / "train.parquet", out / "val.parquet"
+    reward = cfg.search.reward if train[0].kind == "search" else cfg.rollout.reward
     for path, tasks in ((train_file, train), (val_file, held)):
-        write_parquet(path, task_rows(tasks, cfg.rollout.reward, agent.answer_mode))
+        write_parquet(path, task_rows(tasks, reward, agent.answer_mode))
 
     loop_args = {"agent": dataclasses.asdict(agent), "rollout": dataclasses.asdict(cfg.rollout),
+                 "search": dataclasses.asdict(cfg.search), "retriever": dataclasses.asdict(cfg.retriever),
                  "seed": cfg.seed}
     registry = [{"name": name, "_target_": target, **loop_args} for name, target in LOOP_CLASSES.values()]
     with atomic_open(out / "agent_loops.yaml") as f:
         yaml.safe_dump(registry, f, sort_keys=False)
 
-    max_prompt = prompt_bound(tokenizer, train + held, agent) + cfg.prompt_margin
+    max_prompt = prompt_bound(tokenizer, train + held, cfg, agent) + cfg.prompt_margin
     reward_file = str(Path(__file__).with_name("reward.py"))
-    ov = verl_overrides(cfg, agent, max_prompt, str(train_file), str(val_file), str(out / "agent_loops.yaml"),
-                        reward_file)
+    ov = verl_overrides(cfg, max_prompt, response_bound(train, cfg, agent), str(train_file), str(val_file),
+                        str(out / "agent_loops.yaml"), reward_file, LOOP_CLASSES[train[0].kind][0])
     write_json(out / "overrides.json", ov)
     write_json(out / "memtrain_config.json", dataclasses.asdict(cfg))
     with atomic_open(out / "run.sh") as f:

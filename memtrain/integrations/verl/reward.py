@@ -12,17 +12,25 @@ from __future__ import annotations
 from typing import Any
 
 from memtrain.rl.rewards import answer_reward
+from memtrain.scoring import extract_tagged_answer, multi_objective_score
 
 
 def compute_score(data_source: str, solution_str: str, ground_truth: Any, extra_info: dict | None = None,
                   **kwargs: Any) -> dict[str, float]:
-    """``{"score": reward, "strict_em": ...}`` of a response against the row's gold answers.
+    """``{"score": reward, "strict_em"/"em": ...}`` of a response against the row's gold answers.
 
-    The gold answers are ``extra_info["answers"]`` (every accepted alias) or else ``ground_truth``;
-    ``extra_info["reward"]`` and ``extra_info["answer_mode"]`` choose the metric and answer extraction
-    (defaults: strict EM of the last ``\\boxed{}``, the paper's training reward).
+    Memory-agent rows: the gold answers are ``extra_info["answers"]`` (every accepted alias) or else
+    ``ground_truth``; ``extra_info["reward"]`` and ``extra_info["answer_mode"]`` choose the metric and answer
+    extraction (defaults: strict EM of the last ``\\boxed{}``, the paper's training reward). Search-QA rows
+    (``extra_info["objectives"]``: aliases per objective): the mean per-objective match of the last
+    ``<answer>``, a wrong number of parts scoring 0 (MEM1's reward, averaged).
     """
     extra = extra_info or {}
+    if extra.get("objectives"):
+        answer = extract_tagged_answer(solution_str)
+        golds = [list(o) for o in extra["objectives"]]
+        return {"score": multi_objective_score(answer, golds, extra.get("reward", "em")),
+                "em": multi_objective_score(answer, golds, "em")}
     golds = list(extra.get("answers") or ([ground_truth] if isinstance(ground_truth, str) else ground_truth))
     metric, mode = extra.get("reward", "strict_em"), extra.get("answer_mode", "boxed")
     return {"score": answer_reward(solution_str, golds, metric, mode),
