@@ -161,6 +161,9 @@ def evaluate_search_tasks(cfg: EvalConfig, ts: Any) -> dict[str, Any]:
     from memtrain.eval.search import evaluate_search
     from memtrain.search import make_search
 
+    if cfg.baseline != "none":
+        raise MemtrainError(f"EvalConfig.baseline={cfg.baseline} needs documents; a search-QA task set has "
+                            "none (the agent retrieves its own): use baseline=none")
     out = Path(cfg.out)
     engine = build_engine(cfg.engine, cfg.model)  # no tokenizer check: search tasks hold no chunks
     searcher = make_search(cfg.retriever)

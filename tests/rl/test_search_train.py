@@ -69,6 +69,8 @@ def test_eval_search_writes_traces_and_resumes(search_setup, tmp_path, capsys):
     refused = ["eval", "model=tiny", f"tasks_dir={sets['eval']}", "task=memory", f"out={tmp_path / 'x'}"]
     assert main(refused) == 2
     assert "searchqa task set" in capsys.readouterr().err
+    assert main([*argv, "baseline=full-context", f"out={tmp_path / 'y'}"]) == 2
+    assert "needs documents" in capsys.readouterr().err
 
 
 def test_train_on_search_tasks(search_setup, tmp_path):
