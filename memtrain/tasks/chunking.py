@@ -30,11 +30,18 @@ def count_tokens(tokenizer: Any, text: str) -> int:
 
 def chunk_text(tokenizer: Any, text: str, chunk_tokens: int) -> list[str]:
     """Token-bounded chunks covering all of ``text`` in order (only whitespace at cut points is dropped)."""
+    return chunk_text_counted(tokenizer, text, chunk_tokens)[0]
+
+
+def chunk_text_counted(tokenizer: Any, text: str, chunk_tokens: int) -> tuple[list[str], list[int]]:
+    """:func:`chunk_text` and the token count of every chunk (each chunk is re-encoded to check the budget
+    anyway, so the counts come free; a caller that needs them need not tokenize the chunks again)."""
     if chunk_tokens <= 0:
         raise ValueError(f"chunk_tokens must be positive, got {chunk_tokens}")
     offsets = tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)["offset_mapping"]
     ends = [e for _, e in offsets]
     chunks: list[str] = []
+    counts: list[int] = []
     pos, tok_i = 0, 0
     while tok_i < len(offsets):
         last = min(tok_i + chunk_tokens, len(offsets)) - 1
@@ -48,15 +55,16 @@ def chunk_text(tokenizer: Any, text: str, chunk_tokens: int) -> list[str]:
                     break
         piece = text[pos:cut].strip()
         # re-tokenising a substring can merge differently; move the cut back until the budget holds
-        while piece and count_tokens(tokenizer, piece) > chunk_tokens:
+        while piece and (n := count_tokens(tokenizer, piece)) > chunk_tokens:
             cut = pos + max(1, int((cut - pos) * 0.95))
             piece = text[pos:cut].strip()
         if piece:
             chunks.append(piece)
+            counts.append(n)
         pos = cut
         while tok_i < len(offsets) and ends[tok_i] <= pos:
             tok_i += 1
-    return chunks
+    return chunks, counts
 
 
 class FastTokenizer:
