@@ -1,6 +1,6 @@
 """Every benchmark, one command: runs them one after another, then prints their headline ratios.
 
-    python benchmarks/run_all.py          # the full runs the README table reports (about an hour, 2 cores)
+    python benchmarks/run_all.py          # the full runs the README table reports (about 1.5 hours, 2 cores)
     python benchmarks/run_all.py --quick  # smoke runs (minutes): they write *_quick files, not the full ones
 
 Each benchmark runs in its own interpreter (so one's memory high-water mark does not leak into the next) with
@@ -23,6 +23,7 @@ RESULTS = HERE / "results"
 # (script, full-run arguments, quick-run arguments or None to skip in --quick, results stem, quick stem)
 BENCHMARKS = [
     ("bench_data_build.py", [], None, "data_build", None),
+    ("bench_data_scale.py", [], ["--quick"], "data_scale", "data_scale_quick"),
     ("bench_rollout.py", ["--threads", "1"], ["--threads", "1", "--quick"], "rollout", "rollout_quick"),
     ("bench_context_length.py", ["--threads", "1"], ["--threads", "1", "--quick"], "context_length",
      "context_length_quick"),
@@ -41,6 +42,13 @@ def headline(stem: str) -> str:
     if stem.startswith("data_build"):
         x = r["results"]["memtrain per-article"]["ratio_vs_wikiextractor"]
         return f"full build takes {x:.2f}x wikiextractor's time (target <= 1.5x)"
+    if stem.startswith("data_scale"):
+        sp = r["speedup_2_workers"][-1]
+        lines = r["rss_lines"]["index_peak_mib"]
+        return (f"{r['sizes'][0]} -> {r['sizes'][-1]} passages: time/task "
+                f"{r['per_task_ratio_largest_vs_smallest']}x (target <= 1.5x), 2 workers "
+                f"{sp['build_separate_processes']}x / {sp['build_same_process']}x (target >= 1.7x), "
+                f"peak RSS {lines['bytes_per_passage']} B/passage")
     if stem.startswith("rollout"):
         return f"batched rollout {r['speedup']:.2f}x one-at-a-time (target >= 4x)"
     if stem.startswith("context_length"):

@@ -166,8 +166,58 @@ def load_tokenizer(name: str):
     return tok
 
 
+# Entries kept by the two CPU matmul caches that bound_cpu_memory bounds (their defaults: 1024 each)
+CPU_KERNEL_CACHE = 32
+
+
+def bound_cpu_memory() -> dict[str, object]:
+    """Bound the caches through which a long CPU generation run grew with every new prompt length.
+
+    With bf16 weights on CPU, torch runs matmuls through oneDNN and keeps the primitive made for each
+    matmul shape in two LRU caches of up to 1024 entries each: oneDNN's own
+    (``ONEDNN_PRIMITIVE_CACHE_CAPACITY``) and torch's ideep layer's (``LRU_CACHE_CAPACITY``). Every prompt
+    length the model has not seen before adds entries (a repeated length adds nothing), so a memory agent
+    reading chunk after chunk of slightly different lengths grew for hundreds of steps
+    (benchmarks/results/context_length.md). Both are set to :data:`CPU_KERNEL_CACHE`, which still holds
+    the decode shapes (the same at every step). Both are read at the first matmul, so this runs before the
+    model computes anything; a value already in the environment is kept. Returns what was set.
+    """
+    applied: dict[str, object] = {}
+    for name in ("ONEDNN_PRIMITIVE_CACHE_CAPACITY", "LRU_CACHE_CAPACITY"):
+        if name not in os.environ:
+            os.environ[name] = str(CPU_KERNEL_CACHE)
+            applied[name] = CPU_KERNEL_CACHE
+    return applied
+
+
+@lru_cache(maxsize=1)
+def _malloc_trim():
+    import ctypes
+    import ctypes.util
+
+    try:
+        return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim
+    except (OSError, AttributeError):  # not glibc (macOS, musl): nothing to release
+        return None
+
+
+def release_cpu_memory() -> bool:
+    """Return the heap's free pages to the system (glibc ``malloc_trim``); False where unavailable.
+
+    Between two generation calls of a long CPU run most of the heap is free (the previous prompt's
+    activations), but glibc keeps freed blocks of varying sizes as a fragmented heap that grows from call
+    to call; trimming after each call hands those pages back, so the next call's high-water mark is its
+    own. :class:`memtrain.agent.engine.HFEngine` calls it after every CPU ``generate``.
+    """
+    trim = _malloc_trim()
+    return bool(trim(0)) if trim is not None else False
+
+
 def load_model(name: str, dtype: str = "auto", device: str = "auto"):
-    """(model, tokenizer) for a hub id, a local folder, ``smollm2`` (embedded default) or ``tiny``."""
+    """(model, tokenizer) for a hub id, a local folder, ``smollm2`` (embedded default) or ``tiny``.
+
+    On CPU, :func:`bound_cpu_memory` runs first, so memory stays flat over long generation runs.
+    """
     if name == "tiny":
         model, tok = tiny_model()
         return model.to(pick_device(device)), tok
@@ -175,6 +225,8 @@ def load_model(name: str, dtype: str = "auto", device: str = "auto"):
 
     quiet_library_bars()
     dev = pick_device(device)
+    if dev.type == "cpu":
+        bound_cpu_memory()
     tok = load_tokenizer(name)
     try:
         model = AutoModelForCausalLM.from_pretrained(resolve_path(name), dtype=pick_dtype(dtype, dev))

@@ -17,6 +17,7 @@ from typing import Any, Protocol
 
 import torch
 
+from memtrain.models import release_cpu_memory
 from memtrain.records import Completion
 
 Conversation = list[dict[str, str]]
@@ -96,6 +97,8 @@ class HFEngine:
             idx = order[b : b + self.batch_size]
             for i, comp in zip(idx, self._generate_batch([prompts[i] for i in idx], sampling), strict=True):
                 out[i] = comp
+        if self.model.device.type == "cpu":
+            release_cpu_memory()  # the freed activations of this call go back to the system, not the heap
         return out  # type: ignore[return-value]
 
     def _generate_batch(self, prompts: list[list[int]], sampling: Sampling) -> list[Completion]:

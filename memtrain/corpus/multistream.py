@@ -10,8 +10,11 @@ pages, in the same order, as the sequential :func:`~memtrain.corpus.wikixml.iter
 
 Damage is handled as the sequential reader does, so a build's output never depends on ``workers``: the
 pages of a damaged stream before its damage are kept, that stream is counted (``truncated_stream`` or
-``malformed_xml``), and reading stops there. An index that does not describe the dump (unreadable, not
-``offset:id:title`` lines, offsets past the end of the dump or not at a stream start) raises
+``malformed_xml``), and reading stops there. (The counted reason can differ: ``bz2.BZ2File`` takes a
+corrupt stream that follows a good one for trailing junk and ends the file, so the sequential reader
+reports the XML cut short, ``malformed_xml``, where this one reports ``truncated_stream``.) An index
+that does not describe the dump (unreadable, not ``offset:id:title`` lines, offsets past the end of the
+dump or not at a stream start) raises
 :class:`~memtrain.errors.MemtrainError`: it is a user-input mistake, not data damage.
 
 :func:`find_index` finds the index beside a dump under the names dumps.wikimedia.org uses
@@ -208,9 +211,10 @@ def iter_pages_parallel(
     """``(title, wikitext)`` of each article of a multistream dump, read by ``workers`` processes.
 
     Same pages, same order and same skip counts as :func:`~memtrain.corpus.wikixml.iter_pages` on the
-    same file. ``index`` defaults to :func:`find_index`. ``render(wikitext)`` (a picklable function, e.g.
-    :func:`~memtrain.corpus.wikitext.clean_wikitext`) runs in the workers, so ``(title, render(text))``
-    comes back: rendering is most of the cost of reading. At most ``4 * workers`` tasks are in flight, so
+    same file (on a damaged file, see the module docstring). ``index`` defaults to :func:`find_index`.
+    ``render(wikitext)`` (a picklable function, e.g. :func:`~memtrain.corpus.wikitext.clean_wikitext`)
+    runs in the workers, so ``(title, render(text))`` comes back: rendering is most of the cost of
+    reading. At most ``4 * workers`` tasks are in flight, so
     memory stays bounded however slowly the caller consumes pages. ``workers <= 1`` reads in-process.
     """
     path = Path(path)
@@ -225,7 +229,9 @@ def iter_pages_parallel(
             raise MemtrainError(f"{path}: a multistream dump is a .bz2 file, but this one is not bz2")
     size = os.path.getsize(path)
     ranges = stream_ranges(read_offsets(index, size), size)
-    tasks = [ranges[i : i + streams_per_task] for i in range(0, len(ranges), streams_per_task)]
+    # small files: enough tasks to keep every worker busy; dumps (~230k streams for enwiki): streams_per_task
+    per = max(1, min(streams_per_task, len(ranges) // (4 * max(1, workers))))
+    tasks = [ranges[i : i + per] for i in range(0, len(ranges), per)]
     stats.files += 1
     bar = progress_bar(total=size, unit="B", unit_scale=True, desc=path.name, disable=not progress,
                        leave=False)

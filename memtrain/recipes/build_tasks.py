@@ -25,6 +25,7 @@ question of the chosen split at every length of ``longqa.n_docs``, in shards, wi
 
 from __future__ import annotations
 
+import gc
 import json
 import logging
 import math
@@ -35,6 +36,7 @@ import random
 import time
 from collections import Counter
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -268,16 +270,18 @@ def build_e2e(cfg: BuildConfig, tokenizer: Any, after_shard: Callable[[int], Non
 
     out = Path(cfg.out)
     t_start = time.perf_counter()
-    passages, corpus_stats = read_pool(cfg)
+    with _collector_paused():
+        passages, corpus_stats = read_pool(cfg)
     t_read = time.perf_counter()
     if not any(p.entities for p in passages):
         raise MemtrainError(
             f"no task could be built: {len(passages)} pivots dropped (no_entity: {len(passages)}); corpus "
             f"{cfg.corpus!r}: the {cfg.entities!r} extractor found nothing to mask; try other entities="
         )
-    pool = PassagePool(passages)
-    retriever = make_retriever(cfg.retriever, progress=cfg.progress)
-    retriever.index([f"{p.title} {p.text}" for p in passages])
+    with _collector_paused():
+        pool = PassagePool(passages)
+        retriever = make_retriever(cfg.retriever, progress=cfg.progress)
+        retriever.index([f"{p.title} {p.text}" for p in passages])
     t_index = time.perf_counter()
 
     n_total = cfg.num_tasks or len(pool)
@@ -295,6 +299,7 @@ def build_e2e(cfg: BuildConfig, tokenizer: Any, after_shard: Callable[[int], Non
     bar = progress_bar(total=n_total, initial=sum(d["tasks"] for d in done_stats), unit="task",
                        desc="data build", disable=not cfg.progress)
     new_stats = []
+    gc.freeze()  # the pool and index live until the end: the collector leaves them alone (see below)
     try:
         if cfg.workers == 1 or len(todo) <= 1:
             state.tokenizer, state.progress = tokenizer, bar.update
@@ -304,11 +309,12 @@ def build_e2e(cfg: BuildConfig, tokenizer: Any, after_shard: Callable[[int], Non
                 if after_shard:
                     after_shard(s)
         else:
-            for res in _run_parallel(state, todo, min(cfg.workers, len(todo)), bar):
+            for res in _run_parallel(state, tokenizer, todo, min(cfg.workers, len(todo)), bar):
                 new_stats.append(res)
                 if after_shard:
                     after_shard(res["shard"])
     finally:
+        gc.unfreeze()
         bar.close()
     t_build = time.perf_counter()
 
@@ -336,6 +342,26 @@ def build_e2e(cfg: BuildConfig, tokenizer: Any, after_shard: Callable[[int], Non
     if stats["documents"] < n_total:
         log.warning("built %d of %d tasks (drops: %s)", stats["documents"], n_total, stats["drops"])
     return stats
+
+
+@contextmanager
+def _collector_paused() -> Iterator[None]:
+    """Python's cycle collector off while the pool and index are built, then on again.
+
+    Reading allocates millions of small objects that live until the build ends (passages, entity spans,
+    postings), and every pass of the collector walks all of them, so reading, and then the first tasks
+    built, slowed down as the pool grew (benchmarks/results/data_scale.md). They hold no reference
+    cycles, so nothing leaks while it is off; once they are built, ``gc.freeze()`` moves them out of the
+    collector's reach for the build, which also keeps forked workers from copying the pages they share
+    with the parent (a collection writes to every object it walks).
+    """
+    was = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was:
+            gc.enable()
 
 
 # ---------------------------------------------------------------------------------------------- shards
@@ -421,27 +447,33 @@ def build_shard(s: int) -> dict[str, Any]:
     return stats
 
 
-def _run_parallel(state: _State, todo: list[int], workers: int, bar: Any) -> Iterator[dict[str, Any]]:
-    method = "fork" if "fork" in mp.get_all_start_methods() else "spawn"
-    ctx = mp.get_context(method)
+def _run_parallel(state: _State, tokenizer: Any, todo: list[int], workers: int, bar: Any
+                  ) -> Iterator[dict[str, Any]]:
+    fork = "fork" in mp.get_all_start_methods()
+    ctx = mp.get_context("fork" if fork else "spawn")
     q = ctx.Queue()
     state.progress = q
-    with ctx.Pool(workers, initializer=_init_worker, initargs=(state,)) as pool:
-        pending = pool.imap_unordered(build_shard, todo)
-        done = 0
-        while done < len(todo):
-            try:
-                res = pending.next(timeout=0.2)
-            except mp.TimeoutError:
-                res = None
-            while True:
+    if fork:  # forked workers inherit the loaded tokenizer; spawned ones load their own
+        state.tokenizer = tokenizer
+    try:
+        with ctx.Pool(workers, initializer=_init_worker, initargs=(state,)) as pool:
+            pending = pool.imap_unordered(build_shard, todo)
+            done = 0
+            while done < len(todo):
                 try:
-                    bar.update(q.get_nowait())
-                except queue.Empty:
-                    break
-            if res is not None:
-                done += 1
-                yield res
+                    res = pending.next(timeout=0.2)
+                except mp.TimeoutError:
+                    res = None
+                while True:
+                    try:
+                        bar.update(q.get_nowait())
+                    except queue.Empty:
+                        break
+                if res is not None:
+                    done += 1
+                    yield res
+    finally:
+        state.tokenizer = None
 
 
 def _read_shard_stats(out: Path, s: int) -> dict[str, Any]:
