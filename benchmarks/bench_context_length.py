@@ -51,8 +51,8 @@ WHY = (
     "grew 1.40x to 448K tokens. glibc's heap fragmentation adds to it (a fixed mmap threshold removed it "
     "but cost +20% CPU time in page faults). What memtrain keeps per step (the trajectory's prompt and "
     "completion ids and texts, which training needs) measured ~0.1 MiB per step with tracemalloc. Now "
-    "`memtrain.models.load_model` sets both caches to 32 entries on CPU (`bound_cpu_memory`: growth stops "
-    "after ~7 new lengths, +21 MiB; CPU time per token unchanged within noise) and the heap's free pages "
+    "`memtrain.models.load_model` sets both caches to 32 entries on CPU (`bound_cpu_memory`; in an isolated "
+    "probe growth stopped after ~7 new lengths, +21 MiB) and the heap's free pages "
     "go back to the system after each engine call (`release_cpu_memory`, glibc malloc_trim, ~10 ms)."
 )
 
