@@ -15,8 +15,9 @@ table reports every length's seconds per input token and peak RSS relative to it
 Models load through :func:`memtrain.models.load_model`, which bounds the CPU kernel caches that grew with
 every new prompt length (:func:`memtrain.models.bound_cpu_memory`), and ``HFEngine`` returns the free heap
 to the system after every CPU call (:func:`memtrain.models.release_cpu_memory`). ``--no-bound-memory``
-does neither, for the comparison. Each step's RSS after the engine call is recorded too
-(``rss_steps_mib``), so growth within one read is visible.
+does neither, for the comparison. The kernel's RSS high-water mark is reset around every engine call, so
+each call's peak (``peak_rss_steps_mib``), the loop's peak between calls (``peak_rss_gaps_mib``) and the RSS
+after each call (``rss_steps_mib``) are recorded: growth within one read is visible step by step.
 Writes benchmarks/results/context_length.{json,md} (``--quick``: context_length_quick.*;
 ``--no-bound-memory``: context_length_unbounded.*).
 """
@@ -26,7 +27,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import resource
 import subprocess
 import sys
 import time
@@ -42,35 +42,41 @@ QUESTION = "Which people, places and dates does the article mention most often?"
 
 
 WHY = (
-    "Why peak RSS grew with length before (1.39x from 7K to 112K tokens, 920 -> 1,277 MiB, budgets "
-    "memory 64 / answer 16), though each step sees one chunk: with bf16 weights on CPU, torch runs "
-    "matmuls through oneDNN and caches the primitive made for each matmul shape, in oneDNN's cache and in "
-    "torch's ideep layer (LRU, 1,024 entries each). Every prompt length the model had not seen before "
-    "added entries: ~3.6 MiB per new length measured in isolation, nothing for a repeated length, "
-    "nothing with fp32 weights; bounding only oneDNN's cache (run context_length with 64 entries) still "
-    "grew 1.40x to 448K tokens. glibc's heap fragmentation adds to it (a fixed mmap threshold removed it "
-    "but cost +20% CPU time in page faults). What memtrain keeps per step (the trajectory's prompt and "
-    "completion ids and texts, which training needs) measured ~0.1 MiB per step with tracemalloc. Now "
-    "`memtrain.models.load_model` sets both caches to 32 entries on CPU (`bound_cpu_memory`; in an isolated "
-    "probe growth stopped after ~7 new lengths, +21 MiB) and the heap's free pages "
-    "go back to the system after each engine call (`release_cpu_memory`, glibc malloc_trim, ~10 ms)."
+    "Why RSS grew with length before (1.39x from 7K to 112K tokens, 920 -> 1,277 MiB, budgets memory 64 / "
+    "answer 16), though each step sees one chunk: with bf16 weights on CPU, torch runs matmuls through "
+    "oneDNN and caches the primitive made for each matmul shape, in oneDNN's cache and in torch's ideep "
+    "layer (LRU, 1,024 entries each); every prompt length not seen before added entries (~3.6 MiB per new "
+    "length in isolation, nothing for a repeated length, nothing with fp32 weights), and glibc's heap kept "
+    "each call's freed activations as fragments. `memtrain.models.load_model` now sets both caches to 32 "
+    "entries on CPU (`bound_cpu_memory`) and `HFEngine` hands the heap's free pages back after each CPU "
+    "call (`release_cpu_memory`, glibc malloc_trim). What is left is each call's own working set: a memory "
+    "update of a ~2,100-token prompt peaks ~100-140 MiB above the resident model (prefill activations and "
+    "the KV cache), whatever the step. That peak is noisy under CPU contention: the same 12 prompts "
+    "repeated in one process peaked at 797-816 MiB alone and 813-850 MiB beside two CPU-bound processes, "
+    "and quick runs made beside the unbounded run saw single calls at up to 1,001 MiB. Run it on a quiet "
+    "box: the median update peak is the robust number, the read peak the worst single call."
 )
 
 
 def comparison(rows: list[dict], unbounded: list[dict]) -> list[str]:
-    """The same lengths read without bound_cpu_memory (context_length_unbounded.json)."""
+    """The same lengths read without bound_cpu_memory and heap trimming (context_length_unbounded.json)."""
     by_len = {r["target_tokens"]: r for r in unbounded}
-    out = ["Without `bound_cpu_memory` (`--no-bound-memory`, context_length_unbounded.json), same lengths:",
-           "", "| input tokens | read peak MiB: unbounded | bounded | in-read growth MiB: unbounded | "
-           "bounded | ms / input token: unbounded | bounded |", "|---|---|---|---|---|---|---|"]
+    out = [
+        "Without `bound_cpu_memory` and heap trimming (`--no-bound-memory`, context_length_unbounded.json):",
+        "",
+        "| input tokens | RSS after last step MiB: unbounded | bounded | update peak MiB (median): "
+        "unbounded | bounded | read peak MiB: unbounded | bounded | ms / input token: unbounded | bounded |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
     for r in rows:
         u = by_len.get(r["target_tokens"])
-        if u is None:
+        if u is None or "update_peak_median_mib" not in u:
             continue
-        out.append(f"| {r['input_tokens']} | {u['peak_rss_read_mib']} | {r['peak_rss_read_mib']} | "
-                   f"{round(u['rss_steps_mib'][-1] - u['rss_steps_mib'][0], 1)} | "
-                   f"{round(r['rss_steps_mib'][-1] - r['rss_steps_mib'][0], 1)} | "
-                   f"{u['ms_per_input_token']} | {r['ms_per_input_token']} |")
+        out.append(
+            f"| {r['input_tokens']} | {u['rss_steps_mib'][-1]} | {r['rss_steps_mib'][-1]} | "
+            f"{u['update_peak_median_mib']} | {r['update_peak_median_mib']} | {u['peak_rss_read_mib']} | "
+            f"{r['peak_rss_read_mib']} | {u['ms_per_input_token']} | {r['ms_per_input_token']} |"
+        )
     return out
 
 
@@ -95,7 +101,7 @@ def build_document(tokenizer, n_tokens: int) -> str:
 
 
 def run_one(args: argparse.Namespace) -> dict:
-    """Read one document of ``args.one`` tokens; runs in a fresh process so ru_maxrss is this run's peak."""
+    """Read one document of ``args.one`` tokens, in a fresh process: its memory is this read's."""
     import torch
 
     if args.threads:
@@ -121,14 +127,21 @@ def run_one(args: argparse.Namespace) -> dict:
     engine = HFEngine(model, tok, batch_size=1)
     engine.generate([[{"role": "user", "content": "warm up"}]], Sampling(max_new_tokens=4))
     steps: list[float] = []
+    step_peaks: list[float] = []  # high-water mark during each engine call
+    gap_peaks: list[float] = []  # ... and between calls (the agent loop's own work)
     real_generate = engine.generate
 
-    def generate(convs, sampling):  # record RSS after every engine call of the read
+    def generate(convs, sampling):
+        gap_peaks.append(round(status_mib() or 0.0, 1))
+        reset_peak()
         out = real_generate(convs, sampling)
+        step_peaks.append(round(status_mib() or 0.0, 1))
         steps.append(round(status_mib("VmRSS") or 0.0, 1))
+        reset_peak()
         return out
 
     engine.generate = generate
+    load_peak = status_mib()  # model load, document build and warm-up
     if not args.no_bound_memory:
         models.release_cpu_memory()  # what building the document left in the heap is not the agent's
     rss_before = status_mib("VmRSS")  # model + document + chunks, resident before the read starts
@@ -136,6 +149,8 @@ def run_one(args: argparse.Namespace) -> dict:
     t0 = time.perf_counter()
     (traj,) = run_memory_agent(engine, [task], cfg, Sampling(), progress=False)
     seconds = time.perf_counter() - t0
+    gap_peaks.append(round(status_mib() or 0.0, 1))
+    read_peak = max(step_peaks + gap_peaks) if reset else None  # VmHWM is reset around every call
     prompt_tokens = sum(len(t.completion.prompt_ids) for t in traj.turns)
     return {
         "target_tokens": args.one,
@@ -147,13 +162,16 @@ def run_one(args: argparse.Namespace) -> dict:
         "max_prompt_tokens": max(len(t.completion.prompt_ids) for t in traj.turns),
         "seconds": round(seconds, 2),
         "ms_per_input_token": round(1000 * seconds / n_input, 4),
-        "peak_rss_mib": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+        "peak_rss_load_mib": round(load_peak, 1) if load_peak else None,
         # high-water mark of the read alone (after model load), where the kernel lets us reset it
-        "peak_rss_read_mib": round(status_mib(), 1) if reset and status_mib() else None,
+        "peak_rss_read_mib": read_peak,
         "rss_before_read_mib": round(rss_before, 1) if rss_before else None,
         # what reading itself added on top of what was resident before it (the memory agent's own cost)
-        "read_growth_mib": round(status_mib() - rss_before, 1) if reset and rss_before else None,
+        "read_growth_mib": round(read_peak - rss_before, 1) if read_peak and rss_before else None,
         "rss_steps_mib": steps,
+        "peak_rss_steps_mib": step_peaks,
+        "peak_rss_gaps_mib": gap_peaks,
+        "prompt_tokens_steps": [len(t.completion.prompt_ids) for t in traj.turns],
         "cpu_kernel_caches": caches,
         "dtype": str(model.dtype).removeprefix("torch."),
         "torch_threads": torch.get_num_threads(),
@@ -169,8 +187,11 @@ def main() -> int:
     ap.add_argument("--chunk-tokens", type=int, default=2048)
     ap.add_argument("--memory-tokens", type=int, default=32)
     ap.add_argument("--answer-tokens", type=int, default=8)
-    ap.add_argument("--no-bound-memory", action="store_true",
-                    help="load the model without memtrain.models.bound_cpu_memory (the comparison run)")
+    ap.add_argument(
+        "--no-bound-memory",
+        action="store_true",
+        help="load the model without memtrain.models.bound_cpu_memory (the comparison run)",
+    )
     ap.add_argument("--dtype", default="auto")
     ap.add_argument(
         "--threads",
@@ -214,17 +235,21 @@ def main() -> int:
         rows.append(row)
         print(
             f"{row['input_tokens']:>7} tokens  {row['chunks']:>3} chunks  {row['seconds']:>8.1f} s  "
-            f"{row['ms_per_input_token']:.3f} ms/token  peak RSS {row['peak_rss_mib']:.0f} MiB "
-            f"(read alone {row['peak_rss_read_mib']} MiB)",
+            f"{row['ms_per_input_token']:.3f} ms/token  read peak {row['peak_rss_read_mib']} MiB  "
+            f"RSS after last step {row['rss_steps_mib'][-1]} MiB",
             flush=True,
         )
 
+    for r in rows:
+        updates = sorted(r["peak_rss_steps_mib"][:-1] or r["peak_rss_steps_mib"])  # the last call answers
+        r["update_peak_median_mib"] = updates[len(updates) // 2]
     base = rows[0]
     for r in rows:
         r["time_per_token_vs_shortest"] = round(r["ms_per_input_token"] / base["ms_per_input_token"], 3)
-        r["peak_rss_vs_shortest"] = round(r["peak_rss_mib"] / base["peak_rss_mib"], 3)
-        if r["peak_rss_read_mib"] and base["peak_rss_read_mib"]:
-            r["peak_rss_read_vs_shortest"] = round(r["peak_rss_read_mib"] / base["peak_rss_read_mib"], 3)
+        for key in ("peak_rss_read_mib", "update_peak_median_mib"):
+            if r[key] and base[key]:
+                r[key.replace("_mib", "_vs_shortest")] = round(r[key] / base[key], 3)
+        r["rss_last_step_vs_shortest"] = round(r["rss_steps_mib"][-1] / base["rss_steps_mib"][-1], 3)
     result = {
         "benchmark": "context_length",
         "model": args.model,
@@ -249,26 +274,26 @@ def main() -> int:
         f"{args.chunk_tokens} / memory {args.memory_tokens} / answer {args.answer_tokens} tokens, greedy, "
         "full reads (no extrapolation), one process per length. Baseline = the shortest document.",
         "",
-        "Peak RSS: the process high-water mark (model load included) and, where the kernel allows resetting",
-        "it, the high-water mark of the read alone (after load and warm-up); RSS before read = model +",
-        "tokenised document resident when the read starts; read growth = read peak - RSS before read.",
-        "",
-        "RSS after step 1 / last step: resident after the first and the last engine call of the read.",
+        "Memory of the read alone (model load, document build and warm-up excluded; the kernel's RSS",
+        "high-water mark is reset around every engine call): RSS before read = model + tokenised document;",
+        "RSS after step 1 / last = resident after the first and the last engine call; update peak = the",
+        "high-water mark during one memory update (median over the read's updates); read peak = the highest",
+        "mark of the whole read, engine calls and the loop between them.",
         f"CPU kernel cache sizes (memtrain.models.bound_cpu_memory): {rows[0]['cpu_kernel_caches']}; "
         f"heap trimmed after each engine call: {not args.no_bound_memory}.",
         "",
-        "| input tokens | chunks | seconds | ms / input token | vs shortest | peak RSS MiB | read peak "
-        "MiB | vs shortest | RSS before read MiB | read growth MiB | RSS after step 1 / last MiB | longest "
-        "prompt |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| input tokens | chunks | seconds | ms / input token | vs shortest | RSS before read MiB | "
+        "RSS after step 1 / last MiB | vs shortest (last) | update peak MiB (median) | vs shortest | "
+        "read peak MiB | vs shortest | longest prompt |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in rows:
         md.append(
             f"| {r['input_tokens']} | {r['chunks']} | {r['seconds']} | {r['ms_per_input_token']} | "
-            f"{r['time_per_token_vs_shortest']}x | {r['peak_rss_mib']} | {r['peak_rss_read_mib']} | "
-            f"{r.get('peak_rss_read_vs_shortest', r['peak_rss_vs_shortest'])}x | "
-            f"{r['rss_before_read_mib']} | {r['read_growth_mib']} | "
-            f"{r['rss_steps_mib'][0]} / {r['rss_steps_mib'][-1]} | {r['max_prompt_tokens']} |"
+            f"{r['time_per_token_vs_shortest']}x | {r['rss_before_read_mib']} | "
+            f"{r['rss_steps_mib'][0]} / {r['rss_steps_mib'][-1]} | {r['rss_last_step_vs_shortest']}x | "
+            f"{r['update_peak_median_mib']} | {r.get('update_peak_median_vs_shortest')}x | "
+            f"{r['peak_rss_read_mib']} | {r.get('peak_rss_read_vs_shortest')}x | {r['max_prompt_tokens']} |"
         )
     md += ["", WHY, ""]
     other = out / "context_length_unbounded.json"
