@@ -55,8 +55,8 @@ def headline(stem: str) -> str:
         first, last = r["rows"][0], r["rows"][-1]
         return (f"{first['input_tokens']} -> {last['input_tokens']} tokens: time/token "
                 f"{last['time_per_token_vs_shortest']}x, "
-                f"RSS after the last step {last['rss_last_step_vs_shortest']}x, update peak "
-                f"{last['update_peak_median_vs_shortest']}x the shortest's")
+                f"RSS after the last step {last.get('rss_last_step_vs_shortest')}x, update peak "
+                f"{last.get('update_peak_median_vs_shortest')}x the shortest's")
     if stem.startswith("serve_load"):
         top = r["levels"][-1]["concurrency"]
         ratio = r["throughput_ratio_vs_concurrency_1"]
