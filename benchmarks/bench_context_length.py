@@ -131,12 +131,15 @@ def run_one(args: argparse.Namespace) -> dict:
     gap_peaks: list[float] = []  # ... and between calls (the agent loop's own work)
     real_generate = engine.generate
 
+    def mib(field: str = "VmHWM") -> float:
+        return round(status_mib(field) or 0.0, 1)
+
     def generate(convs, sampling):
-        gap_peaks.append(round(status_mib() or 0.0, 1))
+        gap_peaks.append(mib())
         reset_peak()
         out = real_generate(convs, sampling)
-        step_peaks.append(round(status_mib() or 0.0, 1))
-        steps.append(round(status_mib("VmRSS") or 0.0, 1))
+        step_peaks.append(mib())
+        steps.append(mib("VmRSS"))
         reset_peak()
         return out
 
@@ -149,7 +152,7 @@ def run_one(args: argparse.Namespace) -> dict:
     t0 = time.perf_counter()
     (traj,) = run_memory_agent(engine, [task], cfg, Sampling(), progress=False)
     seconds = time.perf_counter() - t0
-    gap_peaks.append(round(status_mib() or 0.0, 1))
+    gap_peaks.append(mib())
     read_peak = max(step_peaks + gap_peaks) if reset else None  # VmHWM is reset around every call
     prompt_tokens = sum(len(t.completion.prompt_ids) for t in traj.turns)
     return {
@@ -166,8 +169,6 @@ def run_one(args: argparse.Namespace) -> dict:
         # high-water mark of the read alone (after model load), where the kernel lets us reset it
         "peak_rss_read_mib": read_peak,
         "rss_before_read_mib": round(rss_before, 1) if rss_before else None,
-        # what reading itself added on top of what was resident before it (the memory agent's own cost)
-        "read_growth_mib": round(read_peak - rss_before, 1) if read_peak and rss_before else None,
         "rss_steps_mib": steps,
         "peak_rss_steps_mib": step_peaks,
         "peak_rss_gaps_mib": gap_peaks,

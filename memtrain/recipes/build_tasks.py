@@ -272,13 +272,13 @@ def build_e2e(cfg: BuildConfig, tokenizer: Any, after_shard: Callable[[int], Non
     t_start = time.perf_counter()
     with _collector_paused():
         passages, corpus_stats = read_pool(cfg)
-    t_read = time.perf_counter()
-    if not any(p.entities for p in passages):
-        raise MemtrainError(
-            f"no task could be built: {len(passages)} pivots dropped (no_entity: {len(passages)}); corpus "
-            f"{cfg.corpus!r}: the {cfg.entities!r} extractor found nothing to mask; try other entities="
-        )
-    with _collector_paused():
+        t_read = time.perf_counter()
+        if not any(p.entities for p in passages):
+            raise MemtrainError(
+                f"no task could be built: {len(passages)} pivots dropped (no_entity: {len(passages)}); "
+                f"corpus {cfg.corpus!r}: the {cfg.entities!r} extractor found nothing to mask; try other "
+                "entities="
+            )
         pool = PassagePool(passages)
         retriever = make_retriever(cfg.retriever, progress=cfg.progress)
         retriever.index([f"{p.title} {p.text}" for p in passages])
