@@ -11,6 +11,7 @@ the RL trainer can score exactly what was sampled.
 from __future__ import annotations
 
 import dataclasses
+import inspect
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
@@ -68,9 +69,16 @@ class HFEngine:
 
     Rows are sorted by prompt length and generated in micro-batches of ``batch_size`` so padding waste
     stays small; results come back in input order. ``generate`` runs under ``inference_mode``.
+
+    On CPU two things make a batch cheaper than its rows run one by one, with the same tokens up to float
+    rounding: each distinct prompt is prefilled alone (:func:`_prefill_rows`; identical prompts, as in a
+    GRPO group, once) and the single-token decode steps attend through plain matmuls
+    (:func:`_decode_attention`) instead of SDPA's CPU flash kernel. ``cpu_kernels=False`` runs stock HF
+    ``generate`` (the reference the tests and the rollout benchmark compare with).
     """
 
-    def __init__(self, model: Any, tokenizer: Any, batch_size: int = 32, logprobs: bool = False):
+    def __init__(self, model: Any, tokenizer: Any, batch_size: int = 32, logprobs: bool = False,
+                 cpu_kernels: bool = True):
         self.model = model
         self.tokenizer = tokenizer
         self.batch_size = batch_size
@@ -78,6 +86,13 @@ class HFEngine:
         eos = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
         eos = eos if isinstance(eos, list) else [eos]
         self._stop_ids = {i for i in (*eos, tokenizer.eos_token_id, tokenizer.pad_token_id) if i is not None}
+        self.cpu_kernels = cpu_kernels
+        attention = model.config._attn_implementation
+        if cpu_kernels and model.device.type == "cpu" and attention == "sdpa":
+            _register_decode_attention()
+            model.set_attn_implementation(_DECODE_ATTENTION)
+        elif not cpu_kernels and attention == _DECODE_ATTENTION:
+            model.set_attn_implementation("sdpa")
 
     def sync_weights(self, model: Any) -> None:
         """A no-op when the engine runs on the trained model itself (the training path); else a copy."""
@@ -112,6 +127,9 @@ class HFEngine:
             kwargs.update(temperature=sampling.temperature, top_p=sampling.top_p, top_k=sampling.top_k)
         else:
             kwargs.update(temperature=None, top_p=None, top_k=None)
+        rows_alone = len(prompts) > 1 and min(map(len, prompts)) > 1 and _plain_cache(self.model)
+        if self.cpu_kernels and device.type == "cpu" and rows_alone:
+            kwargs[_cache_kwarg(self.model)] = _prefill_rows(self.model, prompts, width)
         recorder = _SampledLogprobs(sampling.temperature) if self.logprobs else None
         gen = self.model.generate(
             input_ids=input_ids,
@@ -135,6 +153,97 @@ class HFEngine:
             results.append(Completion(text=text, prompt_ids=p, completion_ids=ids, finish_reason=reason,
                                       logprobs=lps[r, : len(ids)].tolist() if lps is not None else None))
         return results
+
+
+def _plain_cache(model: Any) -> bool:
+    """Whether the model's cache is a plain growing key/value cache on every layer (no sliding window,
+    no recurrent state), which :func:`_prefill_rows` can fill row by row."""
+    from transformers import DynamicCache
+    from transformers.cache_utils import DynamicLayer
+
+    layers = DynamicCache(config=model.config).layers
+    return bool(layers) and all(type(layer) is DynamicLayer for layer in layers)
+
+
+def _cache_kwarg(model: Any) -> str:
+    """How this transformers version names the cache argument (``past_key_values`` became ``cache``)."""
+    return "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
+
+
+def _last_logits_only(model: Any) -> dict[str, int]:
+    """``logits_to_keep=1`` where the model takes it: a prefill needs no logits but the last."""
+    return {"logits_to_keep": 1} if "logits_to_keep" in inspect.signature(model.forward).parameters else {}
+
+
+def _prefill_rows(model: Any, prompts: list[list[int]], width: int) -> Any:
+    """The batch's key/value cache for every prompt token but the last, each distinct prompt run alone.
+
+    On CPU a prefill is compute-bound, so one ``[B, width]`` forward costs at least B single-row ones, and
+    more: its padded rows need an explicit mask, which keeps SDPA from skipping the causal half, and its
+    activations outgrow the caches. Rows are written left-padded into one cache that ``generate`` then
+    extends from the last prompt token (positions come from the attention mask, as for a padded batch).
+    """
+    from transformers import DynamicCache
+
+    device = model.device
+    rows: dict[tuple[int, ...], list[int]] = {}
+    for r, p in enumerate(prompts):
+        rows.setdefault(tuple(p[:-1]), []).append(r)
+    keys: list[torch.Tensor] = []
+    values: list[torch.Tensor] = []
+    for prefix, idx in rows.items():
+        cache = DynamicCache(config=model.config)
+        model(input_ids=torch.tensor([prefix], device=device), use_cache=True, **_last_logits_only(model),
+              **{_cache_kwarg(model): cache})
+        if not keys:
+            for layer in cache.layers:
+                _, h, _, d = layer.keys.shape
+                keys.append(layer.keys.new_zeros(len(prompts), h, width - 1, d))
+                values.append(layer.values.new_zeros(len(prompts), h, width - 1, d))
+        start = width - 1 - len(prefix)
+        for k, v, layer in zip(keys, values, cache.layers, strict=True):
+            k[idx, :, start:] = layer.keys
+            v[idx, :, start:] = layer.values
+    merged = DynamicCache(config=model.config)
+    for i, (k, v) in enumerate(zip(keys, values, strict=True)):
+        merged.update(k, v, i)
+    return merged
+
+
+def _decode_attention(module: Any, query: torch.Tensor, key: torch.Tensor, value: torch.Tensor,
+                      attention_mask: torch.Tensor | None, scaling: float | None = None, **kwargs: Any):
+    """Attention for single-token decode steps as two small matmuls; anything else goes to SDPA.
+
+    SDPA's CPU flash kernel is built for many query tokens. On a decode step (one query token per row
+    against the whole cache) it costs a multiple of two grouped matmuls with a float softmax, and far more
+    on the grouped-query path HF takes when a batch needs no mask (one row, no padding), which is every
+    step of a one-document read. Query heads are grouped onto their key/value head as ``repeat_kv`` orders
+    them, so no key/value head is copied.
+    """
+    from transformers.integrations.sdpa_attention import sdpa_attention_forward
+
+    mask_ok = attention_mask is None or attention_mask.dtype == torch.bool
+    if query.shape[2] != 1 or not mask_ok or module.training or kwargs.get("position_bias") is not None:
+        return sdpa_attention_forward(module, query, key, value, attention_mask, scaling=scaling, **kwargs)
+    b, h, _, d = query.shape
+    kv_heads = key.shape[1]
+    q = query.reshape(b, kv_heads, h // kv_heads, d) * (scaling if scaling is not None else d**-0.5)
+    scores = (q @ key.transpose(-1, -2)).float()  # [b, kv_heads, group, cache]
+    if attention_mask is not None:  # [b, 1, 1, cache], True = attend
+        scores = scores.masked_fill(~attention_mask, float("-inf"))
+    out = scores.softmax(-1).to(value.dtype) @ value
+    return out.reshape(b, h, 1, value.shape[-1]).transpose(1, 2).contiguous(), None
+
+
+_DECODE_ATTENTION = "memtrain_cpu_decode"
+
+
+def _register_decode_attention() -> None:
+    from transformers import AttentionInterface
+    from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
+
+    AttentionInterface.register(_DECODE_ATTENTION, _decode_attention)
+    AttentionMaskInterface.register(_DECODE_ATTENTION, sdpa_mask)
 
 
 class _SampledLogprobs:
