@@ -50,7 +50,8 @@ def headline(stem: str) -> str:
                 f"{sp['build_separate_processes']}x / {sp['build_same_process']}x (target >= 1.7x), "
                 f"peak RSS {lines['bytes_per_passage']} B/passage")
     if stem.startswith("rollout"):
-        return f"batched rollout {r['speedup']:.2f}x one-at-a-time (target >= 4x)"
+        bound = r.get("speedup_bound_free_decode")
+        return f"batched rollout {r['speedup']:.2f}x one-at-a-time (target >= 4x; prefill bound {bound}x)"
     if stem.startswith("context_length"):
         first, last = r["rows"][0], r["rows"][-1]
         return (f"{first['input_tokens']} -> {last['input_tokens']} tokens: time/token "
