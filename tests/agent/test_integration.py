@@ -49,3 +49,18 @@ def test_model_fetch_prepares_the_embedded_cache(capsys):
     out = capsys.readouterr().out
     assert str(embedded_model_dir()) in out
     assert (embedded_model_dir() / "model.safetensors").is_file()
+
+
+@pytest.mark.integration
+def test_smollm2_cpu_paths_match_stock_generate_in_fp32():
+    """On real weights (fp32, so no bf16 near-ties) the CPU prefill and decode paths give stock tokens."""
+    from memtrain.models import load_model
+
+    model, tok = load_model("smollm2", dtype="fp32")
+    convs = [[{"role": "user", "content": q}] for q in (
+        "What river flows through Caen?", "Name a colour.", "Name a colour.",
+        "Explain in two sentences why lighthouses were automated.")]
+    fast = HFEngine(model, tok).generate(convs, Sampling(max_new_tokens=24))
+    stock = HFEngine(model, tok, cpu_kernels=False).generate(convs, Sampling(max_new_tokens=24))
+    assert [c.completion_ids for c in fast] == [c.completion_ids for c in stock]
+    assert fast[1].completion_ids == fast[2].completion_ids  # the shared prompt was prefilled once, for both
