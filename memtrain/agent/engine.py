@@ -87,6 +87,7 @@ class HFEngine:
         eos = eos if isinstance(eos, list) else [eos]
         self._stop_ids = {i for i in (*eos, tokenizer.eos_token_id, tokenizer.pad_token_id) if i is not None}
         self.cpu_kernels = cpu_kernels
+        self._prefill_alone = cpu_kernels and _plain_cache(model)  # on CPU batches, see _generate_batch
         attention = model.config._attn_implementation
         if cpu_kernels and model.device.type == "cpu" and attention == "sdpa":
             _register_decode_attention()
@@ -127,8 +128,7 @@ class HFEngine:
             kwargs.update(temperature=sampling.temperature, top_p=sampling.top_p, top_k=sampling.top_k)
         else:
             kwargs.update(temperature=None, top_p=None, top_k=None)
-        rows_alone = len(prompts) > 1 and min(map(len, prompts)) > 1 and _plain_cache(self.model)
-        if self.cpu_kernels and device.type == "cpu" and rows_alone:
+        if self._prefill_alone and device.type == "cpu" and len(prompts) > 1 and min(map(len, prompts)) > 1:
             kwargs[_cache_kwarg(self.model)] = _prefill_rows(self.model, prompts, width)
         recorder = _SampledLogprobs(sampling.temperature) if self.logprobs else None
         gen = self.model.generate(
@@ -170,11 +170,6 @@ def _cache_kwarg(model: Any) -> str:
     return "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
 
 
-def _last_logits_only(model: Any) -> dict[str, int]:
-    """``logits_to_keep=1`` where the model takes it: a prefill needs no logits but the last."""
-    return {"logits_to_keep": 1} if "logits_to_keep" in inspect.signature(model.forward).parameters else {}
-
-
 def _prefill_rows(model: Any, prompts: list[list[int]], width: int) -> Any:
     """The batch's key/value cache for every prompt token but the last, each distinct prompt run alone.
 
@@ -186,6 +181,10 @@ def _prefill_rows(model: Any, prompts: list[list[int]], width: int) -> Any:
     from transformers import DynamicCache
 
     device = model.device
+    forward_kwargs: dict[str, Any] = {"use_cache": True}
+    if "logits_to_keep" in inspect.signature(model.forward).parameters:  # a prefill needs no logits
+        forward_kwargs["logits_to_keep"] = 1
+    cache_kwarg = _cache_kwarg(model)
     rows: dict[tuple[int, ...], list[int]] = {}
     for r, p in enumerate(prompts):
         rows.setdefault(tuple(p[:-1]), []).append(r)
@@ -193,8 +192,7 @@ def _prefill_rows(model: Any, prompts: list[list[int]], width: int) -> Any:
     values: list[torch.Tensor] = []
     for prefix, idx in rows.items():
         cache = DynamicCache(config=model.config)
-        model(input_ids=torch.tensor([prefix], device=device), use_cache=True, **_last_logits_only(model),
-              **{_cache_kwarg(model): cache})
+        model(input_ids=torch.tensor([prefix], device=device), **forward_kwargs, **{cache_kwarg: cache})
         if not keys:
             for layer in cache.layers:
                 _, h, _, d = layer.keys.shape
