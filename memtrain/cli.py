@@ -9,7 +9,9 @@ instant. User mistakes surface as :class:`~memtrain.errors.MemtrainError`, print
 
 from __future__ import annotations
 
+import difflib
 import importlib
+import inspect
 import logging
 import sys
 from dataclasses import dataclass
@@ -75,7 +77,11 @@ def verb_help(name: str, verb: Verb) -> str:
     from memtrain.config import help_text
 
     recipe = _load(verb.recipe)
-    about = (sys.modules[recipe.__module__].__doc__ or "").strip()
+    module = verb.recipe.partition(":")[0]
+    # a module holding several verbs' recipes describes the first of them; the others say their own docstring
+    first = next(n for n, v in VERBS.items() if v.recipe.partition(":")[0] == module)
+    about = (sys.modules[module].__doc__ if name == first else inspect.getdoc(recipe)) or ""
+    about = about.strip()
     return (f"usage: memtrain {name} [PRESET] [key.sub=value ...]\n\n{verb.help}. Example:\n  {verb.example}"
             f"\n\n{about}\n\n{help_text(_load(verb.config), verb.presets)}\n")
 
@@ -91,8 +97,15 @@ def main(argv: list[str] | None = None) -> int:
                         format="%(levelname)s %(name)s: %(message)s")
     name = next((n for n in VERBS if args[: len(n.split())] == n.split()), None)
     if name is None:
-        print(usage(), file=sys.stdout if not args or args[0] in ("-h", "--help") else sys.stderr)
-        return 0 if not args or args[0] in ("-h", "--help") else 2
+        if not args or args[0] in ("-h", "--help"):
+            print(usage())
+            return 0
+        words = " ".join(a for a in args[:2] if "=" not in a and not a.startswith("-"))
+        close = difflib.get_close_matches(words, list(VERBS), n=1) or difflib.get_close_matches(
+            args[0], list(VERBS), n=1)
+        hint = f" (did you mean `memtrain {close[0]}`?)" if close else ""
+        print(f"memtrain: unknown verb {words or args[0]!r}{hint}\n\n{usage()}", file=sys.stderr)
+        return 2
     verb, rest = VERBS[name], args[len(name.split()):]
     if any(a in ("-h", "--help") for a in rest):
         print(verb_help(name, verb))

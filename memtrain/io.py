@@ -58,14 +58,15 @@ def append_jsonl(f: IO[str], row: dict[str, Any]) -> None:
 
 
 def read_jsonl_tolerant(path: str | Path) -> list[dict[str, Any]]:
-    """Rows of a resumable results file; a final line torn by a kill is dropped, not fatal."""
+    """Rows of a resumable results file; a final line torn by a kill (even inside a multi-byte character)
+    is dropped, not fatal. Lines are decoded one by one, so a tear never hides the rows before it."""
     rows = []
     p = Path(path)
     if not p.exists():
         return rows
-    for line in p.read_text(encoding="utf-8").splitlines():
+    for raw in p.read_bytes().splitlines():
         try:
-            rows.append(json.loads(line))
-        except json.JSONDecodeError:
+            rows.append(json.loads(raw.decode("utf-8")))
+        except (UnicodeDecodeError, json.JSONDecodeError):
             break
     return rows

@@ -89,15 +89,15 @@ def embedded_model_dir() -> Path:
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     gguf = _embedded_gguf()
-    log.warning("converting %s to safetensors in %s (once)", gguf.name, out)
+    log.info("converting %s to safetensors in %s (once)", gguf.name, out)
     tok = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
     model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
     _clear_quantizer(model)
-    tmp = Path(tempfile.mkdtemp(dir=out.parent if out.parent.exists() else None))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=".tmp-"))  # beside the target: rename stays atomic
     try:
         model.save_pretrained(tmp)
         tok.save_pretrained(tmp)
-        out.parent.mkdir(parents=True, exist_ok=True)
         if out.exists():
             shutil.rmtree(out)
         tmp.replace(out)
@@ -152,10 +152,22 @@ def pick_dtype(dtype: str = "auto", device: torch.device | None = None) -> torch
     return torch.bfloat16 if cpu_has_bf16() else torch.float32
 
 
+def missing_folder(name: str) -> None:
+    """Name a local folder that does not exist as such, instead of a hub error: ``runs/nope`` is shaped
+    like a hub id, but its first part is a local folder."""
+    p = Path(name).expanduser()
+    local = name.startswith((".", "/", "~")) or len(p.parts) > 2 or (len(p.parts) == 2 and p.parent.is_dir())
+    if local and not p.exists():
+        near = sorted(c.name for c in p.parent.iterdir() if c.is_dir())[:8] if p.parent.is_dir() else []
+        hint = f" ({p.parent} holds: {', '.join(near)})" if near else ""
+        raise MemtrainError(f"model {name!r}: no such folder{hint}")
+
+
 def load_tokenizer(name: str):
     from transformers import AutoTokenizer
 
     path = resolve_path(name)
+    missing_folder(name)
     try:
         tok = AutoTokenizer.from_pretrained(path)
     except (OSError, ValueError) as e:

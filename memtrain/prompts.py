@@ -87,9 +87,9 @@ MICRO = PromptSet(
 
 # The paper's prompts. The memory update and the final answer are MemAgent's templates verbatim
 # (BytedTsinghua-SIA/MemAgent, recurrent/impls/memory.py: TEMPLATE and TEMPLATE_FINAL_BOXED, including the
-# space after "<problem>" and the closing newline), which the paper's memory agent uses. The paper's own IMR
-# prompt text is not available here: this one follows the same form (instruction, problem, memory and
-# section blocks, "Your answer:") with the IMR question, and the full-context baseline likewise.
+# space after "<problem>" and the closing newline), which the paper's memory agent uses. The IMR prompt is
+# the paper's own (its Appendix A, quoted in DESIGN §2; "boxed{}" written as the final prompt's \boxed{}).
+# The full-context baseline follows the final prompt's form with the article in place of the memory.
 PAPER = PromptSet(
     version="paper",
     update=(
@@ -109,15 +109,12 @@ PAPER = PromptSet(
         "<memory>\n{memory}\n</memory>\n\n"
         "Your answer:\n"
     ),
-    imr=(
-        "You are presented with a problem, a section of an article in which one entity is replaced by "
-        f"{TARGET}, and a previous memory. Please answer the problem based on the previous memory and put "
+    imr=(  # the paper's Appendix A wording (DESIGN §2): no problem block
+        "You are presented with a memory from previously read sections, and a section containing "
+        f"placeholder {TARGET}. Based on the memory, please predict the entity marked by {TARGET} and put "
         "the answer in \\boxed{{}}.\n\n"
-        f"<problem> \nWhich entity is represented by the {TARGET} placeholder in the section?\n"
-        "</problem>\n\n"
         "<memory>\n{memory}\n</memory>\n\n"
-        "<section>\n{chunk}\n</section>\n\n"
-        "Your answer:\n"
+        "<section>\n{chunk}\n</section>\n"
     ),
     full_context=(
         "You are presented with a problem and an article. Please answer the problem based on the article and "

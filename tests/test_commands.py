@@ -24,6 +24,18 @@ def test_help_of_every_verb_shows_the_dataclass_defaults(verb, capsys):
         assert shown[name] == default, name
 
 
+def test_help_describes_the_verb_asked_for_and_unknown_verbs_are_named(capsys):
+    assert main(["model", "fetch", "--help"]) == 0
+    out = capsys.readouterr().out
+    assert "prepare the model cache" in out and "read one document with the memory agent" not in out
+    assert main(["report", "--help"]) == 0
+    assert "one table and one plot" in capsys.readouterr().out
+    assert main(["bogus"]) == 2
+    assert "unknown verb 'bogus'" in capsys.readouterr().err
+    assert main(["trian", "cpu_memtrain"]) == 2
+    assert "did you mean `memtrain train`?" in capsys.readouterr().err
+
+
 def test_overrides_reach_nested_fields_and_bad_ones_are_named(capsys):
     from memtrain.rl.config import TrainConfig
 
@@ -45,3 +57,15 @@ def test_presets_inherit_with_base():
     assert (held.longqa.split, held.longqa.n_docs) == ("eval", [5, 10, 20])
     assert held.out == "data/hotpotqa_cpu_eval"
     assert (held.longqa.split_seed, held.longqa.chunk_tokens) == (train.longqa.split_seed, 384)  # inherited
+
+
+def test_a_missing_local_model_folder_is_named_not_looked_up_on_the_hub(tmp_path, monkeypatch):
+    from memtrain.errors import MemtrainError
+    from memtrain.models import load_tokenizer
+
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "runs" / "cpu_memtrain").mkdir(parents=True)
+    with pytest.raises(MemtrainError, match=r"'runs/nope': no such folder \(runs holds: cpu_memtrain\)"):
+        load_tokenizer("runs/nope")
+    with pytest.raises(MemtrainError, match="no such folder"):
+        load_tokenizer("./checkpoints/final")

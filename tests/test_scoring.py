@@ -132,3 +132,8 @@ def test_paper_prompts_have_memagents_blocks_and_cues():
     assert "put the answer in \\boxed{}" in final and final.endswith("</memory>\n\nYour answer:\n")
     imr = prompts.imr_messages("m", "The [TARGET] bridge.", "paper")[0]["content"]
     assert "[TARGET]" in imr and "<section>\nThe [TARGET] bridge.\n</section>" in imr
+    # the paper's own IMR wording (its Appendix A): memory then masked section, no problem block
+    assert imr.startswith("You are presented with a memory from previously read sections, and a section "
+                          "containing placeholder [TARGET]. Based on the memory, please predict the entity "
+                          "marked by [TARGET] and put the answer in \\boxed{}.")
+    assert "<problem>" not in imr and imr.index("<memory>\nm\n</memory>") < imr.index("<section>")

@@ -100,9 +100,12 @@ class HFEngine:
         if model is not self.model:
             self.model.load_state_dict(model.state_dict())
 
-    @torch.inference_mode()
     def generate(self, conversations: Sequence[Conversation], sampling: Sampling) -> list[Completion]:
-        prompts = [render(self.tokenizer, c) for c in conversations]
+        return self.generate_ids([render(self.tokenizer, c) for c in conversations], sampling)
+
+    @torch.inference_mode()
+    def generate_ids(self, prompts: list[list[int]], sampling: Sampling) -> list[Completion]:
+        """``generate`` from token ids (token-in/token-out servers: veRL's ``hf`` rollout)."""
         order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
         out: list[Completion | None] = [None] * len(prompts)
         # one generator for the batch: its rows sample independently, the call is reproducible

@@ -65,6 +65,10 @@ class VLLMEngine:
         self.asleep = False
         self._vllm = vllm
         self.model_name = model_name_or_path
+        # log-probs of the distribution tokens are sampled from (after temperature), which is what the
+        # trainer recomputes; vLLM's default reports the raw model's, and TIS weights would then be wrong
+        # whenever the temperature is not 1
+        kwargs.setdefault("logprobs_mode", "processed_logprobs")
         self.llm = vllm.LLM(model=model_name_or_path, dtype=dtype, enable_sleep_mode=sleep_mode,
                             gpu_memory_utilization=gpu_memory_utilization, **kwargs)
         self.tokenizer = tokenizer if tokenizer is not None else self.llm.get_tokenizer()

@@ -128,6 +128,7 @@ def train(cfg: TrainConfig) -> Path:
         log.write(0, held_out_eval(0))
     bar = progress_bar(range(start + 1, cfg.steps + 1), desc="train", unit="step", disable=not progress,
                        initial=start, total=cfg.steps)
+    updates = 0  # optimizer steps this invocation made
     for step in bar:
         t0 = time.perf_counter()
         batch = [train_tasks[i] for i in sampler.indices(step)]
@@ -154,6 +155,7 @@ def train(cfg: TrainConfig) -> Path:
         upd = update(model, reference, rows, optimizer, cfg, step, tok.pad_token_id, progress=progress)
         if not upd["update/skipped"]:  # warm-up counts optimizer updates, not batches DAPO emptied
             scheduler.step()
+        updates += int(upd["update/optimizer_steps"])
         if hasattr(engine, "wake_up"):
             engine.wake_up()
         engine.sync_weights(model)
@@ -177,7 +179,12 @@ def train(cfg: TrainConfig) -> Path:
     log.close()
     plot_rewards(out / "metrics.jsonl", out / "rewards.png")
     final = save_final(model, tok, out / "final")
-    say(f"done; final model in {final}, metrics in {out / 'metrics.jsonl'}")
+    size = sum(f.stat().st_size for f in final.rglob("*") if f.is_file()) / 2**30
+    if updates == 0 and start < cfg.steps:
+        say(f"finished {cfg.steps - start} step(s) WITHOUT updating the model: every group had equal "
+            "rewards, so DAPO dropped them all (loss.dapo_filter). The model is at the floor on these tasks: "
+            "check the step-0 reward in metrics.jsonl; the micro preset is a setting with signal")
+    say(f"done; final model in {final} ({size:.2f} GiB), metrics in {out / 'metrics.jsonl'}")
     return final
 
 
@@ -216,7 +223,8 @@ def evaluate_held_out_search(engine: Any, searcher: Any, model: Any, tasks: list
     with autocast(cfg, model):
         trajs = run_search_agent(engine, searcher, chosen, cfg.search,
                                  Sampling(temperature=0.0, seed=cfg.seed), progress=cfg.log.progress)
-    scores = [search_rewards(tr, t, cfg.search.reward) for t, tr in zip(chosen, trajs, strict=True)]
+    scores = [search_rewards(tr, t, cfg.search.reward, reduce="mean")  # held-out: the paper's mean
+              for t, tr in zip(chosen, trajs, strict=True)]
     r = Rollouts(tasks=chosen, g1=1, trajectories=trajs, doc_of=list(range(len(chosen))),
                  answer_rewards=[a for a, _ in scores], imr=[None] * len(chosen),
                  rewards=[a for a, _ in scores], metrics={}, answer_strict=[e for _, e in scores])

@@ -2,14 +2,16 @@
 
 A checkpoint holds the model (``save_pretrained`` safetensors; adapter only for LoRA), and in
 ``trainer_state.pt`` the optimizer and scheduler states, the RNG states (python, numpy, torch, cuda), the
-data-sampler position and the step. It is written into a hidden temp folder and renamed into place, so a
-folder named ``checkpoint-<step>`` is always complete; a run killed mid-save leaves only a temp folder,
-which the next save or resume ignores. Resuming loads exactly these states, so the continuation is
-identical to an uninterrupted run.
+data-sampler position and the step — tensors and plain containers only, loaded with
+``torch.load(weights_only=True)``: a checkpoint cannot run code on resume (a pickled object is refused).
+It is written into a hidden temp folder and renamed into place, so a folder named ``checkpoint-<step>`` is
+always complete; a run killed mid-save leaves only a temp folder, which the next save or resume ignores.
+Resuming loads exactly these states, so the continuation is identical to an uninterrupted run.
 """
 
 from __future__ import annotations
 
+import pickle
 import random
 import re
 import shutil
@@ -26,15 +28,23 @@ _NAME = re.compile(r"^checkpoint-(\d+)$")
 
 
 def rng_state() -> dict[str, Any]:
-    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    """Every RNG's state as tensors, lists and numbers (what ``weights_only`` loading accepts)."""
+    version, mt, gauss = random.getstate()
+    kind, keys, pos, has_gauss, cached = np.random.get_state()
+    state = {"python": [version, list(mt), gauss],
+             "numpy": [kind, torch.from_numpy(keys.astype(np.int64)), int(pos), int(has_gauss),
+                       float(cached)],
+             "torch": torch.get_rng_state()}
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state
 
 
 def set_rng_state(state: dict[str, Any]) -> None:
-    random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
+    version, mt, gauss = state["python"]
+    random.setstate((version, tuple(mt), gauss))
+    kind, keys, pos, has_gauss, cached = state["numpy"]
+    np.random.set_state((kind, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
@@ -112,7 +122,14 @@ def load_checkpoint(folder: Path, model: Any, optimizer: torch.optim.Optimizer,
                     scheduler: Any) -> dict[str, Any]:
     """Restore model, optimizer, scheduler and RNG states; returns the saved state dict (step, sampler...)."""
     load_weights(model, folder)
-    state = torch.load(folder / STATE_FILE, map_location="cpu", weights_only=False)
+    try:
+        state = torch.load(folder / STATE_FILE, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        raise MemtrainError(
+            f"{folder / STATE_FILE} holds objects other than tensors and plain containers; refusing to load "
+            "it (unpickling could run code). Checkpoints written by memtrain never do; was this file "
+            f"replaced, or written by a memtrain older than safe checkpoints? ({str(e).splitlines()[0]})"
+        ) from None
     optimizer.load_state_dict(state["optimizer"])
     scheduler.load_state_dict(state["scheduler"])
     set_rng_state(state["rng"])

@@ -3,9 +3,11 @@
 One trajectory is :func:`search_rollout_trajectory`, an ``async`` function over a
 :class:`~memtrain.agent.loop.Generator` (the same shape as :func:`memtrain.rl.rollout.rollout_trajectory`,
 so veRL's agent loop can wrap it): the searching agent's episode
-(:func:`memtrain.agent.search.search_trajectory`), then its reward — the mean over objectives of the
-configured per-objective match (``search.reward``; ``em`` is the paper's) on the last ``<answer>`` of the
-final turn, a wrong number of parts scoring 0 (:func:`memtrain.scoring.multi_objective_score`).
+(:func:`memtrain.agent.search.search_trajectory`), then its reward — MEM1's: the **sum** over objectives of
+the configured per-objective match (``search.reward``; ``em`` is the paper's) on the last ``<answer>`` of
+the final turn, a wrong number of parts scoring 0. Evaluation reports the paper's **mean** over objectives
+(:func:`memtrain.scoring.multi_objective_score`); with Dr. GRPO the two differ by the constant factor
+n_objectives in the advantages.
 
 :func:`collect` returns the same :class:`~memtrain.records.Rollouts` as the MemTrain rollout (no IMR), so
 :func:`memtrain.rl.rows.build_rows` turns it into training rows unchanged: the G trajectories of one task
@@ -27,11 +29,16 @@ from memtrain.rl.config import RolloutConfig
 from memtrain.scoring import extract_tagged_answer, multi_objective_score
 
 
-def search_rewards(traj: Trajectory, task: MemTask, metric: str) -> tuple[float, float]:
-    """(reward under ``metric``, paper EM) of one episode: 0 when it ended without an ``<answer>``."""
+def search_rewards(traj: Trajectory, task: MemTask, metric: str, reduce: str = "sum") -> tuple[float, float]:
+    """(reward under ``metric``, paper EM) of one episode: 0 when it ended without an ``<answer>``.
+
+    The reward sums the objectives (MEM1's training reward) or, with ``reduce="mean"``, averages them (the
+    paper's evaluation); the paper EM is always the mean.
+    """
     answer = extract_tagged_answer(traj.response) if traj.answer is not None else None  # == traj.answer
     golds = objectives(task)
-    return multi_objective_score(answer, golds, metric), multi_objective_score(answer, golds, "em")
+    reward = multi_objective_score(answer, golds, metric)
+    return reward * (len(golds) if reduce == "sum" else 1), multi_objective_score(answer, golds, "em")
 
 
 async def search_rollout_trajectory(

@@ -42,7 +42,8 @@ class FakeLLM:
 
     def __init__(self, model, dtype, enable_sleep_mode, gpu_memory_utilization, **kwargs):
         self.init = dict(model=model, enable_sleep_mode=enable_sleep_mode,
-                         multiprocessing=os.environ.get("VLLM_ENABLE_V1_MULTIPROCESSING"))
+                         multiprocessing=os.environ.get("VLLM_ENABLE_V1_MULTIPROCESSING"),
+                         logprobs_mode=kwargs.get("logprobs_mode"))
         self.log: list = []
         self.runner = None
         worker = SimpleNamespace(worker=SimpleNamespace(model_runner=self))
@@ -99,6 +100,8 @@ def test_sync_streams_parameters_in_process_then_resets_the_cache(fake_vllm, tin
     engine = VLLMEngine("some/model", tokenizer=tokenizer, sleep_mode=True, logprobs=True)
     llm = FakeLLM.instances[-1]
     assert llm.init["multiprocessing"] == "0" and llm.init["enable_sleep_mode"] is True
+    # tempered log-probs, as the trainer computes them (vLLM's default is the raw model's)
+    assert llm.init["logprobs_mode"] == "processed_logprobs"
     llm.runner = FakeRunnerModel(policy, llm.log)
 
     with torch.no_grad():  # "trained" weights

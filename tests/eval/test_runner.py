@@ -123,3 +123,15 @@ def test_aggregate_by_hand():
     assert m["by_length"]["10"]["accuracy"] == 1.0 and m["by_length"]["10"]["n_skipped"] == 1
     assert m["average_over_lengths"] == 0.75
     assert list(m["by_length"]) == ["5", "10"]  # numeric, not string, order
+
+
+def test_a_log_line_torn_inside_a_multibyte_character_keeps_the_rows_before_it(tmp_path):
+    """A run killed mid-write can cut a line inside a UTF-8 character; resume keeps every whole row."""
+    from memtrain.io import read_jsonl_tolerant
+
+    path = tmp_path / "results.jsonl"
+    whole = [{"id": "a", "answer": "Zürich"}, {"id": "b", "answer": "Kraków"}]
+    torn = json.dumps({"id": "c", "answer": "Łódź"}, ensure_ascii=False).encode("utf-8")
+    cut = torn[: torn.index("Ł".encode()) + 1]  # the first byte of a two-byte character
+    path.write_bytes(b"".join(json.dumps(r, ensure_ascii=False).encode() + b"\n" for r in whole) + cut)
+    assert read_jsonl_tolerant(path) == whole

@@ -33,6 +33,7 @@ from verl.workers.rollout.replica import TokenOutput  # noqa: E402
 from memtrain import prompts  # noqa: E402
 from memtrain.agent.engine import HFEngine  # noqa: E402
 from memtrain.agent.loop import AgentConfig  # noqa: E402
+from memtrain.config import CONFIGS, from_dict, load_config  # noqa: E402
 from memtrain.errors import MemtrainError  # noqa: E402
 from memtrain.integrations.verl import agent_loop as loops  # noqa: E402
 from memtrain.integrations.verl import export, worker  # noqa: E402
@@ -263,30 +264,102 @@ def test_parquet_export_is_read_by_verls_dataset(tmp_path, tokenizer):
     assert compute_score(row["data_source"], "no box", "Paris", extra)["score"] == 0.0
 
 
-def test_verl_config_writes_real_verl_keys_with_the_paper_values(tmp_path):
+def verl_compose(overrides: dict) -> OmegaConf:
+    """veRL's trainer config as ``python -m verl.trainer.main_ppo`` composes it from these overrides."""
+    from importlib.resources import files
+
+    from hydra import compose, initialize_config_dir
+
+    with initialize_config_dir(config_dir=str(files("verl.trainer.config")), version_base=None):
+        return compose("ppo_trainer",
+                       overrides=[f"{k}={export.hydra_value(v)}" for k, v in overrides.items()])
+
+
+def validate_with_verl(overrides: dict) -> OmegaConf:
+    """Run veRL's own config check (the first thing main_ppo does) on the composed config."""
+    from verl.trainer.main_ppo import need_critic, need_reference_policy
+    from verl.utils.config import validate_config
+
+    config = verl_compose(overrides)
+    validate_config(config, use_reference_policy=need_reference_policy(config),
+                    use_critic=need_critic(config))
+    return config
+
+
+TRAIN_PRESETS = sorted(p.stem for p in (CONFIGS / "train").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("device", ["gpu", "cpu"])
+@pytest.mark.parametrize("preset", TRAIN_PRESETS)
+def test_every_train_preset_passes_verls_config_check(preset, device):
+    """The generated command composes with veRL's config and passes ``validate_config`` (failed before: no
+    log-prob micro-batch keys; the mini-batch counted documents where veRL counts rows)."""
+    cfg = load_config(export.VerlConfig, "train", preset, [f"device={device}"])
+    rows = 8 + 1 + 8  # a paper-length trajectory: 8 updates, the final answer, G2 = 8 IMR answers
+    ov = export.verl_overrides(cfg, 7000, 1024, "train.parquet", "val.parquet", "loops.yaml", "reward.py",
+                               loops.MEMTRAIN_LOOP, rows_per_session=rows)
+    config = validate_with_verl(ov)
+    actor = config.actor_rollout_ref.actor
+    # the same optimizer steps per rollout batch as `memtrain train`: mini_batch_size documents per step
+    docs = cfg.mini_batch_size or cfg.batch_size
+    rollout_rows = cfg.batch_size * cfg.rollout.g1 * rows
+    assert rollout_rows // (actor.ppo_mini_batch_size * config.actor_rollout_ref.rollout.n) == \
+        cfg.batch_size // docs
+    assert config.actor_rollout_ref.rollout.logprobs_mode == "processed_logprobs"
+    assert config.actor_rollout_ref.rollout.name == ("hf" if device == "cpu" else "vllm")
+    assert config.actor_rollout_ref.model.path not in ("smollm2", "tiny")  # a folder or a hub id veRL loads
+
+
+def test_verl_config_maps_or_refuses_every_setting(tmp_path):
+    """Model aliases resolve to the folder veRL loads; settings veRL cannot honour are refused by name."""
+    from memtrain.models import embedded_model_dir
+
+    cfg = from_dict(export.VerlConfig, {"model": {"name": "smollm2"}, "loss": {"mask_truncated": True},
+                                        "eval_docs": 0, "data": {"tasks_dir": "x"}})
+    ov = export.verl_overrides(cfg, 512, 64, "t", "v", "l", "r", loops.MEMAGENT_LOOP)
+    assert ov["actor_rollout_ref.model.path"] == str(embedded_model_dir())
+    assert ov["trainer.test_freq"] == -1 and ov["trainer.val_before_train"] is False  # eval_docs=0: no eval
+    for bad, message in [({"engine": {"kind": "openai", "base_url": "http://x"}}, "engine.kind=openai"),
+                         ({"model": {"name": "tiny"}}, "built in process"),
+                         ({"device": "cpu", "rollout_name": "vllm"}, "needs a GPU"),
+                         ({"model": {"lora": {"enabled": True, "dropout": 0.1}}}, "lora.dropout")]:
+        with pytest.raises(MemtrainError, match=message):
+            export.verl_overrides(from_dict(export.VerlConfig, {**bad, "data": {"tasks_dir": "x"}}), 512, 64,
+                                  "t", "v", "l", "r", loops.MEMAGENT_LOOP)
+
+
+def test_truncated_responses_are_masked_out_of_verls_loss_when_asked(tiny):
+    model, tok = tiny
+    r = collect(HFEngine(model, tok, batch_size=16), make_tasks(1), AGENT, RolloutConfig(g1=1, g2=2), seed=1)
+    scored = loops.ScoredTrajectory(r.trajectories[0], r.imr[0], 0.0, 0.0, 0.0)
+    *updates, final = [t.completion for t in r.trajectories[0].turns]
+    in_output_order = [*updates, *r.imr[0].completions, final]
+    for i, c in enumerate(in_output_order):  # every other response cut at its budget
+        c.finish_reason = "length" if i % 2 else "stop"
+    kept = [any(o.response_mask) for o in loops.to_outputs(scored)]
+    masked = [any(o.response_mask) for o in loops.to_outputs(scored, mask_truncated=True)]
+    assert all(kept) and masked == [i % 2 == 0 for i in range(len(in_output_order))]
+
+
+def test_verl_config_writes_the_run_with_the_paper_values(tmp_path):
     from memtrain.cli import main
 
     tasks_dir = write_taskset(tmp_path / "tasks", make_tasks(6))
     out = tmp_path / "verl"
     assert main(["verl-config", "paper_memtrain_qwen3_4b", "model.name=smollm2",
-                 f"data.tasks_dir={tasks_dir}", "data.eval_size=2", f"out={out}", "mini_batch_size=8"]) == 0
+                 f"data.tasks_dir={tasks_dir}", "data.eval_size=2", f"out={out}", "mini_batch_size=1"]) == 0
     ov = json.loads((out / "overrides.json").read_text())
+    rows = 3 + 1 + 8  # the tasks' 3 chunks, the final answer, G2 = 8 IMR answers
     paper = {"actor_rollout_ref.rollout.n": 8, "algorithm.norm_adv_by_std_in_grpo": False,
              "actor_rollout_ref.actor.loss_agg_mode": "seq-mean-token-mean",
              "actor_rollout_ref.actor.clip_ratio_low": 0.2, "actor_rollout_ref.actor.clip_ratio_high": 0.28,
              "actor_rollout_ref.actor.use_kl_loss": True, "actor_rollout_ref.actor.kl_loss_coef": 0.001,
              "actor_rollout_ref.actor.kl_loss_type": "low_var_kl", "data.train_batch_size": 32,
-             "actor_rollout_ref.actor.ppo_mini_batch_size": 8, "actor_rollout_ref.actor.optim.lr": 1e-6,
+             "actor_rollout_ref.actor.ppo_mini_batch_size": rows, "actor_rollout_ref.actor.optim.lr": 1e-6,
              "trainer.total_training_steps": 300, "algorithm.adv_estimator": "grpo",
              "algorithm.filter_groups.enable": True, "trainer.use_v1": True}
     assert {k: ov[k] for k in paper} == paper
-    # every key is one of veRL's own (struct merge refuses unknown keys), except the documented '+' addition
-    base = verl_config()
-    OmegaConf.set_struct(base, True)
-    dotlist = [f"{k}={json.dumps(v) if isinstance(v, list | bool) else v}" for k, v in ov.items()
-               if not k.startswith("+")]
-    merged = OmegaConf.merge(base, OmegaConf.from_dotlist(dotlist))
-    assert merged.actor_rollout_ref.rollout.n == 8
+    validate_with_verl(ov)
     # the prompt bound covers an update prompt of a full chunk and a full memory of this tokenizer
     assert ov["data.max_prompt_length"] >= 64 + 1024  # chunk_tokens of the task set + memory_tokens
     registry = OmegaConf.load(out / "agent_loops.yaml")
@@ -294,7 +367,8 @@ def test_verl_config_writes_real_verl_keys_with_the_paper_values(tmp_path):
     assert entry.agent.chunk_tokens == 64 and entry.rollout.g2 == 8 and entry.agent.prompt_version == "paper"
     rows = __import__("pyarrow.parquet", fromlist=["x"]).read_table(out / "train.parquet").to_pylist()
     assert len(rows) == 4 and {r["agent_name"] for r in rows} == {loops.MEMTRAIN_LOOP}
-    assert (out / "run.sh").read_text().count("=") >= len(ov)
+    script = (out / "run.sh").read_text()
+    assert script.count("=") >= len(ov) and script.rstrip().endswith('"$@"')
 
 
 class ScriptedServer:
@@ -333,9 +407,107 @@ def test_search_loop_runs_the_mem1_episode_with_the_objective_reward(tokenizer, 
     outs = asyncio.run(loop.run(SAMPLING, **row, session_id=0))
     assert [o.extra_fields["kind"] for o in outs] == ["search", "answer"]
     assert "<information>" in server.prompts[1] and "Paris is the capital of France." in server.prompts[1]
-    assert outs[-1].reward_score == 1.0  # both objectives right (an alias for the second)
-    # rows scored outside the loop get the same reward from the row's objectives
+    assert outs[-1].reward_score == 2.0  # both objectives right (an alias for the second), summed (MEM1)
+    # rows scored outside the loop get the same reward from the row's objectives; "em" stays the mean
     extra = row["extra_info"]
-    assert compute_score(row["data_source"], "<answer>Paris; Seine</answer>", None, extra)["score"] == 1.0
+    assert compute_score(row["data_source"], "<answer>Paris; Seine</answer>", None, extra) == {"score": 2.0,
+                                                                                               "em": 1.0}
+    assert compute_score(row["data_source"], "<answer>Paris; Rhine</answer>", None, extra) == {"score": 1.0,
+                                                                                               "em": 0.5}
     assert compute_score(row["data_source"], "<answer>Seine; Paris</answer>", None, extra)["score"] == 0.0
     assert compute_score(row["data_source"], "<answer>Paris</answer>", None, extra)["score"] == 0.0
+
+
+def test_registry_entries_from_agent_loops_yaml_survive_the_loop_module_import(monkeypatch):
+    """veRL's worker loads agent_loops.yaml, then imports the loop module on the first session; the entry
+    must keep the run's settings (veRL's own ``register`` replaced it: sessions after the first ran with
+    default budgets, G2 and rewards)."""
+    import importlib
+
+    from verl.experimental.agent_loop import agent_loop as verl_loops
+
+    entry = OmegaConf.create({"name": loops.MEMTRAIN_LOOP, "_target_": f"{loops.__name__}.MemTrainAgentLoop",
+                              "rollout": {"g2": 2}})
+    monkeypatch.setitem(verl_loops._agent_loop_registry, loops.MEMTRAIN_LOOP, entry)
+    importlib.reload(loops)
+    assert verl_loops._agent_loop_registry[loops.MEMTRAIN_LOOP]["rollout"]["g2"] == 2
+
+
+def test_the_imr_worker_class_survives_rays_pickling_in_a_fresh_process():
+    """Ray ships the worker class to a new process; there its ``__init__`` chain must run (it failed with
+    ``super(type, obj)`` when veRL's undecorated base travelled by value)."""
+    import subprocess
+    import sys
+
+    import cloudpickle
+    import ray
+
+    actor_cls = ray.remote(worker.MemTrainWorkerTQ).__ray_metadata__.modified_class
+    blob = cloudpickle.dumps(actor_cls)
+    probe = ("import pickle, sys\n"
+             "cls = pickle.loads(sys.stdin.buffer.read())\n"
+             "try:\n    cls(None, None)\n"
+             "except AttributeError as e:\n    print('init ran', e)\n"
+             "except TypeError as e:\n    print('broken', e)\n")
+    res = subprocess.run([sys.executable, "-c", probe], input=blob, capture_output=True, timeout=300)
+    out = res.stdout.decode()
+    assert "init ran" in out, out + res.stderr.decode()[-2000:]  # got past super().__init__ to the config
+
+
+def test_outputs_carry_the_weight_versions_veRL_tags_rows_with(tokenizer):
+    """veRL's step metrics read min/max_global_steps from every stored row (None failed step 1)."""
+    class VersionedServer:
+        calls = 0
+
+        async def generate(self, request_id, *, prompt_ids, sampling_params, **kwargs) -> TokenOutput:
+            VersionedServer.calls += 1
+            step = 3 if VersionedServer.calls == 1 else 4  # the weights changed mid-trajectory
+            return TokenOutput(token_ids=tokenizer.encode("Paris", add_special_tokens=False),
+                               extra_fields={"global_steps": step, "min_global_steps": step,
+                                             "max_global_steps": step})
+
+    gen = loops.ServerGenerator(VersionedServer(), tokenizer, {"temperature": 1.0})
+    convs = [[{"role": "user", "content": "a"}], [{"role": "user", "content": "b"}]]
+    asyncio.run(gen.complete(convs, loops.Sampling(max_new_tokens=4)))
+    assert gen.weight_steps(default=0) == {"min_global_steps": 3, "max_global_steps": 4}
+    assert loops.ServerGenerator(None, tokenizer, {}).weight_steps(default=5) == {"min_global_steps": 5,
+                                                                                 "max_global_steps": 5}
+
+
+def test_hf_rollout_batches_requests_with_tempered_logprobs_and_synced_weights(tiny, tmp_path):
+    """The ``hf`` rollout server: concurrent requests are generated together; log-probs are the sampling
+    distribution's (logits / T), as veRL's actor computes them; pushed weights are used at once."""
+    from memtrain.integrations.verl import hf_rollout
+
+    model, tok = tiny
+    model.save_pretrained(tmp_path / "m")
+    tok.save_pretrained(tmp_path / "m")
+    server = hf_rollout.HFRolloutServer.__ray_metadata__.modified_class.__ray_actor_class__(
+        str(tmp_path / "m"), "float32", 512)
+    calls, real = [], server.engine.generate_ids
+
+    def counted(prompts, sampling):
+        calls.append(len(prompts))
+        return real(prompts, sampling)
+
+    server.engine.generate_ids = counted
+    prompts = [tok.encode("The capital of France is"), tok.encode("Rivers of Europe:")]
+
+    async def both():
+        return await asyncio.gather(*(server.generate(p, {"temperature": 0.5, "max_tokens": 5}, f"r{i}")
+                                      for i, p in enumerate(prompts)))
+
+    outs = asyncio.run(both())
+    assert calls == [2]  # one batch for the turn
+    for p, out in zip(prompts, outs, strict=True):
+        assert len(out.token_ids) == 5 and out.extra_fields["global_steps"] == 0
+        with torch.no_grad():
+            logits = server.engine.model(torch.tensor([p + out.token_ids])).logits[0, len(p) - 1:-1].float()
+        want = torch.log_softmax(logits / 0.5, -1).gather(1, torch.tensor(out.token_ids)[:, None])[:, 0]
+        assert torch.allclose(torch.tensor(out.log_probs), want, atol=1e-4)
+
+    named = {"lm_head.weight": model.lm_head.weight.detach() + 0.1}
+    assert asyncio.run(server.load_weights(named, global_steps=4)) == 1
+    again = asyncio.run(server.generate(prompts[0], {"temperature": 1.0, "max_tokens": 1}, "r2"))
+    assert again.extra_fields["global_steps"] == 4
+    assert torch.equal(server.engine.model.lm_head.weight, named["lm_head.weight"])

@@ -172,3 +172,30 @@ def test_cli_train_runs_one_step(tmp_path, parity_reward):
     model, _ = load_model(str(out / "final"))
     assert sum(p.numel() for p in model.parameters()) > 0
     assert main(["train", str(tmp_path / "missing.yaml")]) == 2  # a user mistake: message, no traceback
+
+
+class _Payload:
+    """Unpickling this runs a command (what a crafted checkpoint would do)."""
+
+    def __init__(self, marker):
+        self.marker = marker
+
+    def __reduce__(self):
+        import os
+
+        return (os.system, (f"touch {self.marker}",))
+
+
+def test_a_crafted_checkpoint_is_refused_without_running_its_code(tmp_path, tiny):
+    model = copy.deepcopy(tiny[0])
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-3)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: 1.0)
+    saved = ckpt.save_checkpoint(tmp_path, 1, model, optimizer, scheduler, {"sampler_position": 2})
+    state = ckpt.load_checkpoint(saved, model, optimizer, scheduler)  # memtrain's own: tensors and lists
+    assert state["step"] == 1 and state["sampler_position"] == 2
+
+    marker = tmp_path / "pwned"
+    torch.save({"step": 1, "evil": _Payload(marker)}, saved / ckpt.STATE_FILE)
+    with pytest.raises(MemtrainError, match="refusing to load"):
+        ckpt.load_checkpoint(saved, model, optimizer, scheduler)
+    assert not marker.exists()  # the payload never ran

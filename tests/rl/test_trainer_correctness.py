@@ -193,8 +193,9 @@ def test_dapo_normalises_by_the_kept_conversations(tiny, tmp_path):
     assert torch.allclose(grads[0], grads[1] * 4 / 2, atol=1e-7, rtol=1e-5)
 
 
-def test_warmup_counts_optimizer_updates_not_emptied_batches(tmp_path, monkeypatch):
-    """A batch DAPO empties entirely does not advance the LR warm-up."""
+def test_warmup_counts_optimizer_updates_not_emptied_batches(tmp_path, monkeypatch, capsys):
+    """A batch DAPO empties entirely does not advance the LR warm-up, and a run that never updated says
+    so instead of a plain "done"."""
     monkeypatch.setattr(rewards, "answer_reward", lambda *_: 0.0)  # every group flat
     monkeypatch.setattr(rewards, "imr_reward", lambda *_: 0.0)
     cfg = from_dict(TrainConfig, tiny_config(tmp_path, steps=2, **{"loss.dapo_filter": True,
@@ -204,6 +205,7 @@ def test_warmup_counts_optimizer_updates_not_emptied_batches(tmp_path, monkeypat
     lrs = [r["lr"] for r in rows if r["step"] > 0]
     assert all(r["update/skipped"] == 1.0 for r in rows if r["step"] > 0)
     assert lrs == [cfg.optim.lr / 4] * 2  # still at the first warm-up value
+    assert "WITHOUT updating the model" in capsys.readouterr().out
 
 
 def test_the_trainer_learns_a_learnable_reward(tmp_path, monkeypatch):

@@ -32,7 +32,12 @@ from collections.abc import Sequence
 from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
-from verl.experimental.agent_loop.agent_loop import AgentLoopBase, AgentLoopMetrics, AgentLoopOutput, register
+from verl.experimental.agent_loop.agent_loop import (
+    AgentLoopBase,
+    AgentLoopMetrics,
+    AgentLoopOutput,
+    _agent_loop_registry,
+)
 
 from memtrain.agent.engine import Sampling, render
 from memtrain.agent.loop import AgentConfig, Conversation
@@ -58,12 +63,23 @@ class ServerGenerator:
     own engines send); each conversation is one ``server_manager.generate`` call with veRL's sampling
     parameters and memtrain's per-turn ``max_tokens``. Conversations of one call run concurrently: veRL's
     server batches them. A completion that used its whole budget is reported as ``finish_reason="length"``.
+
+    The weight versions the server reports (``extra_fields`` ``min_global_steps`` / ``max_global_steps``,
+    set by veRL's server client) are gathered over every call: :meth:`weight_steps` is the span of
+    policy versions the trajectory was sampled from, which veRL's step metrics and staleness control read.
     """
 
     def __init__(self, server_manager: Any, tokenizer: Any, sampling_params: dict[str, Any]):
         self.server = server_manager
         self.tokenizer = tokenizer
         self.sampling_params = dict(sampling_params)
+        self.steps: list[int] = []
+
+    def weight_steps(self, default: int) -> dict[str, int]:
+        """``{"min_global_steps", "max_global_steps"}`` over this generator's calls (``default`` if none
+        reported one)."""
+        return {"min_global_steps": min(self.steps, default=default),
+                "max_global_steps": max(self.steps, default=default)}
 
     async def complete(self, conversations: Sequence[Conversation], sampling: Sampling) -> list[Completion]:
         async def one(conversation: Conversation) -> Completion:
@@ -71,6 +87,10 @@ class ServerGenerator:
             params = dict(self.sampling_params, max_tokens=sampling.max_new_tokens)
             out = await self.server.generate(request_id=uuid.uuid4().hex, prompt_ids=prompt_ids,
                                              sampling_params=params)
+            extra = out.extra_fields or {}
+            for key in ("min_global_steps", "max_global_steps", "global_steps"):
+                if extra.get(key) is not None:
+                    self.steps.append(int(extra[key]))
             ids = list(out.token_ids)
             return Completion(text=self.tokenizer.decode(ids, skip_special_tokens=True).strip(),
                               prompt_ids=prompt_ids, completion_ids=ids,
@@ -98,8 +118,14 @@ def task_from_row(row: dict[str, Any], kind: str) -> MemTask:
     return task
 
 
-def to_outputs(scored: ScoredTrajectory) -> list[AgentLoopOutput]:
+def to_outputs(scored: ScoredTrajectory, steps: dict[str, int] | None = None, mask_truncated: bool = False
+               ) -> list[AgentLoopOutput]:
     """One output per conversation: updates (or search turns), IMR answers, then the last turn (with R^E).
+
+    ``steps`` (:meth:`ServerGenerator.weight_steps`) goes into every output's ``extra_fields``: veRL tags
+    each stored row with the policy versions it was sampled from and its step metrics need them.
+    ``mask_truncated`` (memtrain's ``loss.mask_truncated``) zeroes the response mask of completions cut at
+    their budget: veRL's loss skips fully masked rows, as memtrain's trainer drops them.
 
     Every output's ``reward_extra_info`` has the same numeric keys (veRL stacks them across rows):
     the trajectory's ``coupled_reward`` (R^E), ``e2e_reward``, ``e2e_strict_em``, ``imr_reward_mean``, and
@@ -112,11 +138,13 @@ def to_outputs(scored: ScoredTrajectory) -> list[AgentLoopOutput]:
             "imr_reward_mean": sum(imr_rewards) / len(imr_rewards) if imr_rewards else 0.0}
 
     def output(comp: Completion, row_reward: float, **extra: Any) -> AgentLoopOutput:
+        keep = 0 if mask_truncated and comp.finish_reason == "length" else 1
         return AgentLoopOutput(
             prompt_ids=list(comp.prompt_ids), response_ids=list(comp.completion_ids),
-            response_mask=[1] * len(comp.completion_ids), response_logprobs=comp.logprobs, num_turns=2,
+            response_mask=[keep] * len(comp.completion_ids), response_logprobs=comp.logprobs, num_turns=2,
             metrics=AgentLoopMetrics(),
-            extra_fields={**extra, "reward_extra_info": {**info, "row_reward": float(row_reward)}})
+            extra_fields={**(steps or {}), **extra,
+                          "reward_extra_info": {**info, "row_reward": float(row_reward)}})
 
     *updates, final = scored.trajectory.turns
     outs = [output(t.completion, scored.reward, kind=t.kind, step=t.step) for t in updates]
@@ -141,26 +169,44 @@ class _MemoryAgentLoop(AgentLoopBase):
     task_kind = "e2e"
 
     def __init__(self, *args: Any, agent: Any = None, rollout: Any = None, seed: int = 0, search: Any = None,
-                 retriever: Any = None, **kwargs: Any):
+                 retriever: Any = None, mask_truncated: bool = False, **kwargs: Any):
         super().__init__(*args, **kwargs)
         self.agent = from_dict(AgentConfig, _plain(agent), "agent")
         self.rollout = from_dict(RolloutConfig, _plain(rollout), "rollout")
         self.search = from_dict(SearchAgentConfig, _plain(search), "search")
         self.retriever = from_dict(SearchConfig, _plain(retriever), "retriever")
         self.seed = seed
+        self.mask_truncated = mask_truncated
 
     async def run(self, sampling_params: dict[str, Any], **row: Any) -> list[AgentLoopOutput]:
         task = task_from_row(row, self.task_kind)
         gen = ServerGenerator(self.server_manager, self.tokenizer, sampling_params)
         # IMR draws: a function of (run seed, step, document, session), as in memtrain's trainer
-        seed = derive_seed(self.seed, int(row.get("global_steps", 0)))
+        step = int(row.get("global_steps", 0))
+        seed = derive_seed(self.seed, step)
         copy = int(row.get("session_id", 0))
         if self.task_kind == "search":
             scored = await search_rollout_trajectory(gen, searcher(self.retriever), task, copy, self.search,
                                                      self.rollout, seed)
         else:
             scored = await rollout_trajectory(gen, task, copy, self.agent, self.rollout, seed)
-        return to_outputs(scored)
+        # a server that reports no version sampled from the weights the trainer had before this step
+        return to_outputs(scored, gen.weight_steps(default=max(step - 1, 0)), self.mask_truncated)
+
+
+def register(name: str) -> Any:
+    """veRL's ``register``, except that an entry already loaded from ``agent_loops.yaml`` is kept.
+
+    veRL's worker loads the YAML registry first and imports this module later (on the first
+    ``hydra.utils.instantiate``); its own decorator would then replace the entry with a bare ``_target_``,
+    and every later session would run with default budgets and rewards instead of the run's.
+    """
+
+    def decorator(cls: type[AgentLoopBase]) -> type[AgentLoopBase]:
+        _agent_loop_registry.setdefault(name, {"_target_": f"{cls.__module__}.{cls.__qualname__}"})
+        return cls
+
+    return decorator
 
 
 _SEARCHERS: dict[str, Any] = {}
@@ -192,7 +238,7 @@ class MemAgentAgentLoop(_MemoryAgentLoop):
 
 @register(SEARCH_LOOP)
 class MemSearchAgentLoop(_MemoryAgentLoop):
-    """Search-QA post-training (MEM1 setting): ≤ ``search.max_turns`` turns, each an output; reward = the mean
-    per-objective match of the final answer, broadcast to every turn."""
+    """Search-QA post-training (MEM1 setting): ≤ ``search.max_turns`` turns, each an output; reward = the
+    per-objective match of the final answer summed over objectives (MEM1), broadcast to every turn."""
 
     task_kind = "search"

@@ -22,14 +22,15 @@ def compute_score(data_source: str, solution_str: str, ground_truth: Any, extra_
     Memory-agent rows: the gold answers are ``extra_info["answers"]`` (every accepted alias) or else
     ``ground_truth``; ``extra_info["reward"]`` and ``extra_info["answer_mode"]`` choose the metric and answer
     extraction (defaults: strict EM of the last ``\\boxed{}``, the paper's training reward). Search-QA rows
-    (``extra_info["objectives"]``: aliases per objective): the mean per-objective match of the last
-    ``<answer>``, a wrong number of parts scoring 0 (MEM1's reward, averaged).
+    (``extra_info["objectives"]``: aliases per objective): MEM1's training reward, the per-objective match of
+    the last ``<answer>`` summed over objectives, a wrong number of parts scoring 0; ``em`` is the paper's
+    evaluation metric (the mean over objectives).
     """
     extra = extra_info or {}
     if extra.get("objectives"):
         answer = extract_tagged_answer(solution_str)
         golds = [list(o) for o in extra["objectives"]]
-        return {"score": multi_objective_score(answer, golds, extra.get("reward", "em")),
+        return {"score": multi_objective_score(answer, golds, extra.get("reward", "em")) * len(golds),
                 "em": multi_objective_score(answer, golds, "em")}
     golds = list(extra.get("answers") or ([ground_truth] if isinstance(ground_truth, str) else ground_truth))
     metric, mode = extra.get("reward", "strict_em"), extra.get("answer_mode", "boxed")
