@@ -241,13 +241,13 @@ def test_rollout_rewards_and_broadcast_advantages(tokenizer):
     eng = ScriptEngine(tokenizer, script)
     cfg = RolloutConfig(g1=2, g2=1, imr=False, temperature=1.0)
     r = collect(eng, FakeSearcher(), [task(0)], CFG, cfg, seed=1)
-    assert sorted(r.rewards) == [0.5, 1.0]  # mean per-objective EM: one of two objectives right, or both
+    assert sorted(r.rewards) == [1.0, 2.0]  # per-objective EM summed (MEM1): one of two right, or both
     assert r.metrics["search/answered"] == 1.0 and r.metrics["search/turns"] == 2.0
     rows, stats = build_rows(r, "none", dapo_filter=True)
     assert len(rows) == 4 and {row.kind for row in rows} == {"search", "answer"}
     by_traj = [rows[:2], rows[2:]]
     for traj_rows, reward in zip(by_traj, r.rewards, strict=True):
-        assert {row.advantage for row in traj_rows} == {reward - 0.75}  # one advantage, every turn
+        assert {row.advantage for row in traj_rows} == {reward - 1.5}  # one advantage, every turn
     # each row's completion ends at the action tag: what a stopping engine would have sampled
     assert all(tokenizer.decode(row.completion_ids).rstrip().endswith(("</search>", "</answer>"))
                for row in rows)

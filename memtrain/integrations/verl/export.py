@@ -338,7 +338,6 @@ def verl_config(cfg: VerlConfig) -> Path:
     from memtrain.rl.data import load_data
 
     cfg.validate()
-    check_mappable(cfg)
     model = cfg.model.init_from or cfg.model.name
     tokenizer = load_tokenizer(model)
     train, held, agent = load_data(cfg, tokenizer)  # the same task sets and checks as `memtrain train`

@@ -56,6 +56,8 @@ class HFRolloutServer:
         from memtrain.agent.engine import HFEngine
         from memtrain.models import load_tokenizer
 
+        # Ray gives a zero-CPU actor one thread; veRL's synchronous trainer is idle while this generates
+        torch.set_num_threads(max(1, len(os.sched_getaffinity(0))))
         dtypes = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
         model = AutoModelForCausalLM.from_pretrained(model_path, dtype=dtypes.get(str(dtype), torch.float32),
                                                      attn_implementation="sdpa").eval()
