@@ -12,7 +12,7 @@ the gradient has a direction (towards "Paris", the gold answer).
   server's log-probs at each step equal the actor's weights of that step (the sync after every update).
 - MemAgent QA (``memtrain_memagent``) and search QA (``memtrain_search``): one step each.
 
-These are slow by nature (Ray, several veRL processes, ~1-3 minutes a run): marked ``verl_trainer``.
+These are slow by nature (Ray and several veRL processes per run): marked ``verl_trainer``.
 """
 
 from __future__ import annotations
