@@ -73,7 +73,7 @@ def usage() -> str:
             f"Self-supervised context-memory training for LLM memory agents.\n\nverbs:\n{rows}\n")
 
 
-def verb_help(name: str, verb: Verb) -> str:
+def verb_help(name: str, verb: Verb, preset: str | None = None) -> str:
     from memtrain.config import help_text
 
     recipe = _load(verb.recipe)
@@ -83,7 +83,7 @@ def verb_help(name: str, verb: Verb) -> str:
     about = (sys.modules[module].__doc__ if name == first else inspect.getdoc(recipe)) or ""
     about = about.strip()
     return (f"usage: memtrain {name} [PRESET] [key.sub=value ...]\n\n{verb.help}. Example:\n  {verb.example}"
-            f"\n\n{about}\n\n{help_text(_load(verb.config), verb.presets)}\n")
+            f"\n\n{about}\n\n{help_text(_load(verb.config), verb.presets, preset)}\n")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -108,7 +108,12 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     verb, rest = VERBS[name], args[len(name.split()):]
     if any(a in ("-h", "--help") for a in rest):
-        print(verb_help(name, verb))
+        presets = [a for a in rest if "=" not in a and not a.startswith("-")]
+        try:
+            print(verb_help(name, verb, presets[0] if presets else None))
+        except MemtrainError as e:
+            print(f"memtrain {name}: error: {e}", file=sys.stderr)
+            return 2
         return 0
     try:
         from memtrain.config import load_config

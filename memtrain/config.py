@@ -238,12 +238,27 @@ def describe(cls: type, prefix: str = "") -> list[tuple[str, str, Any, str]]:
     return rows
 
 
-def help_text(cls: type, recipe: str) -> str:
-    """The generated field list shown by ``memtrain <verb> --help``."""
-    lines = [f"settings (KEY=VALUE; defaults from {cls.__module__}.{cls.__name__}):"]
+def _flatten(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key, value in data.items():
+        if isinstance(value, dict):
+            out.update(_flatten(value, f"{prefix}{key}."))
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+def help_text(cls: type, recipe: str, preset: str | None = None) -> str:
+    """The generated field list shown by ``memtrain <verb> [PRESET] --help``: the dataclass defaults, or
+    with a preset the values that preset gives (marked ``(preset)``) over them."""
+    given = _flatten(resolve_bases(load_yaml(preset_path(recipe, preset)), recipe)) if preset else {}
+    source = f"preset {preset} over the defaults of" if preset else "defaults from"
+    lines = [f"settings (KEY=VALUE; {source} {cls.__module__}.{cls.__name__}):"]
     for name, tp, default, text in describe(cls):
-        value = yaml.safe_dump(default, default_flow_style=True).removesuffix("...\n").strip()
-        lines.append(f"  {name}={value}  [{tp}]  {text}")
+        shown = given.get(name, default)
+        value = yaml.safe_dump(shown, default_flow_style=True).removesuffix("...\n").strip()
+        mark = " (preset)" if name in given else ""
+        lines.append(f"  {name}={value}  [{tp}]{mark}  {text}")
     names = preset_names(recipe)
     if names:
         lines.append(f"\npresets (memtrain/configs/{recipe}/): {', '.join(names)}")

@@ -24,6 +24,15 @@ def test_help_of_every_verb_shows_the_dataclass_defaults(verb, capsys):
         assert shown[name] == default, name
 
 
+def test_help_with_a_preset_shows_the_presets_values(capsys):
+    assert main(["train", "cpu_memtrain", "--help"]) == 0
+    out = capsys.readouterr().out
+    assert "  steps=40  [int] (preset)" in out  # the preset's 40, not the dataclass's 300
+    assert "  micro_batch_size=8  [int] (preset)" in out and "  ppo_epochs=1  [int] (preset)" in out
+    assert "  optim.betas=[0.9, 0.999]  [list[float]]  " in out  # unset by the preset: the default
+    assert main(["train", "no_such_preset", "--help"]) == 2
+
+
 def test_help_describes_the_verb_asked_for_and_unknown_verbs_are_named(capsys):
     assert main(["model", "fetch", "--help"]) == 0
     out = capsys.readouterr().out
