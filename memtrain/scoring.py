@@ -198,8 +198,13 @@ def objective_scores(answer: str | None, golds: Sequence[Sequence[str]], metric:
     return [fn(p, g) for p, g in zip(parts, golds, strict=True)]
 
 
+def objective_sum(answer: str | None, golds: Sequence[Sequence[str]], metric: str = "em") -> float:
+    """Sum of :func:`objective_scores`: MEM1's search-QA training reward."""
+    return float(sum(objective_scores(answer, golds, metric)))
+
+
 def multi_objective_score(answer: str | None, golds: Sequence[Sequence[str]], metric: str = "em") -> float:
-    """Mean of :func:`objective_scores`: the search-QA reward and headline score."""
+    """Mean of :func:`objective_scores`: the paper's search-QA evaluation score."""
     scores = objective_scores(answer, golds, metric)
     return sum(scores) / len(scores) if scores else 0.0
 

@@ -5,9 +5,9 @@ One trajectory is :func:`search_rollout_trajectory`, an ``async`` function over 
 so veRL's agent loop can wrap it): the searching agent's episode
 (:func:`memtrain.agent.search.search_trajectory`), then its reward — MEM1's: the **sum** over objectives of
 the configured per-objective match (``search.reward``; ``em`` is the paper's) on the last ``<answer>`` of
-the final turn, a wrong number of parts scoring 0. Evaluation reports the paper's **mean** over objectives
-(:func:`memtrain.scoring.multi_objective_score`); with Dr. GRPO the two differ by the constant factor
-n_objectives in the advantages.
+the final turn, a wrong number of parts scoring 0 (:func:`memtrain.scoring.objective_sum`). Evaluation
+reports the paper's **mean** over objectives (:func:`memtrain.scoring.multi_objective_score`); with Dr.
+GRPO the two differ by the constant factor n_objectives in the advantages.
 
 :func:`collect` returns the same :class:`~memtrain.records.Rollouts` as the MemTrain rollout (no IMR), so
 :func:`memtrain.rl.rows.build_rows` turns it into training rows unchanged: the G trajectories of one task
@@ -26,7 +26,7 @@ from memtrain.agent.loop import Generator, copy_keys, run_sessions
 from memtrain.agent.search import SearchAgentConfig, Searcher, objectives, search_trajectory
 from memtrain.records import MemTask, Rollouts, ScoredTrajectory, Trajectory
 from memtrain.rl.config import RolloutConfig
-from memtrain.scoring import extract_tagged_answer, multi_objective_score
+from memtrain.scoring import extract_tagged_answer, multi_objective_score, objective_sum
 
 
 def search_rewards(traj: Trajectory, task: MemTask, metric: str, reduce: str = "sum") -> tuple[float, float]:
@@ -37,8 +37,8 @@ def search_rewards(traj: Trajectory, task: MemTask, metric: str, reduce: str = "
     """
     answer = extract_tagged_answer(traj.response) if traj.answer is not None else None  # == traj.answer
     golds = objectives(task)
-    reward = multi_objective_score(answer, golds, metric)
-    return reward * (len(golds) if reduce == "sum" else 1), multi_objective_score(answer, golds, "em")
+    reward = (objective_sum if reduce == "sum" else multi_objective_score)(answer, golds, metric)
+    return reward, multi_objective_score(answer, golds, "em")
 
 
 async def search_rollout_trajectory(

@@ -51,17 +51,13 @@ class HFRolloutServer:
     """
 
     def __init__(self, model_path: str, dtype: str, max_model_len: int, batch_size: int = 32):
-        from transformers import AutoModelForCausalLM
-
         from memtrain.agent.engine import HFEngine
-        from memtrain.models import load_tokenizer
+        from memtrain.models import load_model
 
         # Ray gives a zero-CPU actor one thread; veRL's synchronous trainer is idle while this generates
         torch.set_num_threads(max(1, len(os.sched_getaffinity(0))))
-        dtypes = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
-        model = AutoModelForCausalLM.from_pretrained(model_path, dtype=dtypes.get(str(dtype), torch.float32),
-                                                     attn_implementation="sdpa").eval()
-        self.engine = HFEngine(model, load_tokenizer(model_path), batch_size=batch_size, logprobs=True)
+        model, tok = load_model(model_path, dtype=str(dtype))  # veRL's "bfloat16"/"float32" names
+        self.engine = HFEngine(model, tok, batch_size=batch_size, logprobs=True)
         self.max_model_len = max_model_len
         self.version = 0  # the global step whose weights are loaded (0: the initial model)
         self.queue: list[tuple[tuple, list[int], Sampling, asyncio.Future]] = []

@@ -12,7 +12,7 @@ from __future__ import annotations
 from typing import Any
 
 from memtrain.rl.rewards import answer_reward
-from memtrain.scoring import extract_tagged_answer, multi_objective_score
+from memtrain.scoring import extract_tagged_answer, multi_objective_score, objective_sum
 
 
 def compute_score(data_source: str, solution_str: str, ground_truth: Any, extra_info: dict | None = None,
@@ -30,7 +30,7 @@ def compute_score(data_source: str, solution_str: str, ground_truth: Any, extra_
     if extra.get("objectives"):
         answer = extract_tagged_answer(solution_str)
         golds = [list(o) for o in extra["objectives"]]
-        return {"score": multi_objective_score(answer, golds, extra.get("reward", "em")) * len(golds),
+        return {"score": objective_sum(answer, golds, extra.get("reward", "em")),
                 "em": multi_objective_score(answer, golds, "em")}
     golds = list(extra.get("answers") or ([ground_truth] if isinstance(ground_truth, str) else ground_truth))
     metric, mode = extra.get("reward", "strict_em"), extra.get("answer_mode", "boxed")
