@@ -1,16 +1,18 @@
 """The headline experiment: does memory pre-training (MemTrain) beat task training alone?
 
-Five arms share the model, agent budgets, evaluation and seeds; each differs only in the stage under test:
+Six arms share the model, agent budgets, evaluation and seeds; each differs only in the stage under test:
 
     A  base model, no training
     B  MemTrain only (self-supervised E2E + IMR GRPO on Wikipedia E2E tasks)
     C  task RL only (long-document HotpotQA built from training questions disjoint from the eval questions)
     D  MemTrain (B's stage, reused) then the same task RL as C (same settings, same budget)
     E  ablation: MemTrain without IMR (rollout.imr: false), then the same task RL
+    F  ablation: decoupled MemTrain (IMR answers trained in their own groups, but λ = 0: their reward is not
+       folded into the E2E reward), then the same task RL
 
 Commands (resumable: task sets are built once, training resumes from checkpoints, evaluation per question)::
 
-    python experiments/headline.py run --arm {A,B,C,D,E} --seed S [--scale cpu|cpu_short|paper|...]
+    python experiments/headline.py run --arm {A,B,C,D,E,F} --seed S [--scale cpu|cpu_short|paper|...]
         [--steps-memtrain N --steps-task N] [--model NAME] [--set section.key=VALUE] [--threads N] [--dry-run]
     python experiments/headline.py report [--scale cpu]
 
@@ -19,14 +21,15 @@ The driver composes the recipes' own configs. An experiment file (experiments/co
 task set, a :class:`~memtrain.rl.config.TrainConfig` per training stage and the evaluation settings, each of
 which may start from a packaged preset (``memtrain: {base: train/cpu_memtrain, steps: 8}``); a whole file
 may start from another (``base: cpu``). Per-arm changes (seed, run folder, task-set paths, the starting
-model of D and E, ``rollout.imr=false`` for E) are ``dataclasses.replace`` calls on those typed configs.
+model of D, E and F, ``rollout.imr=false`` for E,
+``rollout.lambda_imr=0`` for F) are ``dataclasses.replace`` calls on those typed configs.
 
 Task sets, the only hand-off between stages, are built once per scale with ``memtrain data build``'s recipe
 under ``experiments/runs/<scale>/_data/``, chunked with the experiment model's tokenizer:
 
     e2e         E2E tasks; MemTrain trains on all but the last ``memtrain.data.eval_size``, and every arm's
                 proxy evaluation reads the first ``proxy_tasks`` of that held-out tail
-    task_train  long-document HotpotQA, ``longqa.split=train`` (task RL of C, D, E)
+    task_train  long-document QA, ``longqa.split=train`` (task RL of C, D, E, F)
     task_eval   the same questions file and split (``eval_fraction``, ``split_seed``), ``split=eval``: the
                 evaluation of every arm (and the task stage's held-out evaluation)
 
@@ -69,13 +72,14 @@ ROOT = Path(__file__).resolve().parents[1]
 CONFIGS = Path(__file__).resolve().parent / "configs"
 RUNS = Path(__file__).resolve().parent / "runs"
 RESULTS_MD = ROOT / "RESULTS.md"
-ARMS = ("A", "B", "C", "D", "E")
+ARMS = ("A", "B", "C", "D", "E", "F")
 ARM_LABELS = {
     "A": "A base",
     "B": "B MemTrain only",
     "C": "C task RL only",
     "D": "D MemTrain + task RL",
     "E": "E MemTrain (no IMR) + task RL",
+    "F": "F MemTrain (decoupled IMR) + task RL",
 }
 # which training stages each arm runs, in order; (stage kind, owner arm of the stage's output folder)
 STAGES: dict[str, list[tuple[str, str]]] = {
@@ -84,6 +88,7 @@ STAGES: dict[str, list[tuple[str, str]]] = {
     "C": [("task", "C")],
     "D": [("memtrain", "B"), ("task", "D")],
     "E": [("memtrain", "E"), ("task", "E")],
+    "F": [("memtrain", "F"), ("task", "F")],
 }
 TASK_SETS = ("e2e", "task_train", "task_eval")  # folders under runs/<scale>/_data/
 
@@ -130,9 +135,9 @@ class ExperimentConfig:
                                           factory=BuildConfig)
     task_eval_data: BuildConfig = option("evaluation set (kind=longqa, split=eval; same file, eval_fraction "
                                          "and split_seed as task_train_data)", factory=BuildConfig)
-    memtrain: TrainConfig = option("MemTrain stage of arms B, D, E (data.tasks_dir, seed, out_dir and "
+    memtrain: TrainConfig = option("MemTrain stage of arms B, D, E, F (data.tasks_dir, seed, out_dir and "
                                    "model.name are set per arm)", factory=TrainConfig)
-    task: TrainConfig = option("task-RL stage of arms C, D, E (equal budget for all three)",
+    task: TrainConfig = option("task-RL stage of arms C, D, E, F (equal budget for all four)",
                                factory=TrainConfig)
     eval: HeadlineEvalConfig = option("evaluation of every arm", factory=HeadlineEvalConfig)
     proxy_tasks: int = option("proxy evaluation: the first N tasks of the E2E set's held-out tail "
@@ -276,13 +281,14 @@ def stage_config(exp: ExperimentConfig, kind: str, arm: str, seed: int, runs: Pa
     if kind == "memtrain":
         # MemTrain holds out the tail of the E2E set (never an eval_tasks_dir): the proxy evaluates on it
         data = rp(base.data, tasks_dir=sets["e2e"].out, eval_tasks_dir=None)
-        rollout = rp(base.rollout, imr=False) if arm == "E" else base.rollout
+        rollout = {"E": rp(base.rollout, imr=False),
+                   "F": rp(base.rollout, lambda_imr=0.0)}.get(arm, base.rollout)
         init_from = base.model.init_from
         chunk = chunk_tokens_of(sets["e2e"])
     else:
         data = rp(base.data, tasks_dir=sets["task_train"].out, eval_tasks_dir=sets["task_eval"].out)
         rollout = base.rollout
-        owner = {"D": "B", "E": "E"}.get(arm)
+        owner = {"D": "B", "E": "E", "F": "F"}.get(arm)
         init_from = str(run_dir(exp, owner, seed, runs) / "memtrain" / "final") if owner else None
         chunk = chunk_tokens_of(sets["task_train"])
     agent = base.agent
@@ -699,6 +705,88 @@ def report_table(found: dict[str, dict[int, dict[str, Any]]]) -> str:
             f"IMR probe per task. Rows per run (questions × lengths): {n_q}. Context: {'; '.join(tokens)}.\n")
 
 
+# two-sided 95 % quantiles of Student's t by degrees of freedom (a paired difference over n seeds has n - 1)
+T95 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262}
+
+
+def paired(found: dict[str, dict[int, dict[str, Any]]], x: str, y: str, length: str | None = None
+           ) -> dict[str, Any] | None:
+    """``x − y`` of the averaged (or one ``length``'s) accuracy, paired by seed: mean, sd and a 95 % t
+    interval over the seeds both arms finished (arm A, the untrained base, pairs with every seed)."""
+    def acc(r: dict[str, Any]) -> float | None:
+        m = r["longqa"]
+        if length is None:
+            return m.get("average_over_lengths")
+        return m["by_length"].get(length, {}).get("accuracy")
+
+    xs, ys = found.get(x, {}), found.get(y, {})
+    seeds = sorted(set(xs) & set(ys)) if y != "A" else sorted(xs)
+    base = next(iter(ys.values()), None) if y == "A" else None
+    diffs = []
+    for s in seeds:
+        a, b = acc(xs[s]), acc(base if base is not None else ys[s])
+        if a is not None and b is not None:
+            diffs.append(a - b)
+    if not diffs:
+        return None
+    mean, sd = _mean_std(diffs)
+    half = T95.get(len(diffs) - 1, 1.96) * sd / len(diffs) ** 0.5 if len(diffs) > 1 else None
+    return {"x": x, "y": y, "length": length, "seeds": seeds, "diffs": diffs, "mean": mean, "sd": sd,
+            "ci95": None if half is None else [mean - half, mean + half]}
+
+
+COMPARISONS = (("D", "C", "MemTrain before task RL vs task RL alone (the paper's claim)"),
+               ("B", "A", "MemTrain alone vs the base model (no labels)"),
+               ("D", "E", "IMR's share: MemTrain with vs without IMR, both then task RL"),
+               ("D", "F", "coupled vs decoupled IMR, both then task RL"))
+
+
+def summary(found: dict[str, dict[int, dict[str, Any]]]) -> dict[str, Any]:
+    """The JSON behind the table: per arm, per seed, per length (accuracy, EM, F1, n), the paired
+    comparisons and each arm's drop from the shortest to the longest length."""
+    arms: dict[str, Any] = {}
+    for arm, seeds in found.items():
+        per_seed = {}
+        for seed, r in sorted(seeds.items()):
+            m = r["longqa"]
+            per_seed[str(seed)] = {
+                "average_accuracy": m.get("average_over_lengths"),
+                "by_length": {n: {k: g.get(k) for k in ("accuracy", "em", "f1", "n", "mean_tokens")}
+                              for n, g in m["by_length"].items()},
+                "proxy": r["proxy"] and {k: r["proxy"].get(k) for k in ("e2e_accuracy", "imr_accuracy")},
+            }
+        lengths = sorted({n for v in per_seed.values() for n in v["by_length"]}, key=int)
+        drops = [v["by_length"][lengths[0]]["accuracy"] - v["by_length"][lengths[-1]]["accuracy"]
+                 for v in per_seed.values() if v["by_length"].get(lengths[0], {}).get("accuracy") is not None
+                 and v["by_length"].get(lengths[-1], {}).get("accuracy") is not None]
+        arms[arm] = {"label": ARM_LABELS[arm], "seeds": per_seed,
+                     "drop_shortest_to_longest": {"lengths": [lengths[0], lengths[-1]], "per_seed": drops,
+                                                  "mean": statistics.fmean(drops) if drops else None}}
+    lengths = sorted({n for a in arms.values() for v in a["seeds"].values() for n in v["by_length"]}, key=int)
+    comparisons = []
+    for x, y, what in COMPARISONS:
+        for length in (None, *lengths):
+            c = paired(found, x, y, length)
+            if c:
+                comparisons.append({**c, "what": what})
+    return {"arms": arms, "comparisons": comparisons}
+
+
+def comparison_lines(s: dict[str, Any]) -> str:
+    """Markdown: each paired comparison, averaged over lengths (points of accuracy)."""
+    rows = ["| comparison | seeds | per seed | mean | 95 % interval |", "|---|---|---|---|---|"]
+    for c in s["comparisons"]:
+        if c["length"] is not None:
+            continue
+        ci = "–" if c["ci95"] is None else f"[{100 * c['ci95'][0]:+.1f}, {100 * c['ci95'][1]:+.1f}]"
+        rows.append(f"| {c['x']} − {c['y']}: {c['what']} | {','.join(map(str, c['seeds']))} | "
+                    f"{', '.join(f'{100 * d:+.1f}' for d in c['diffs'])} | {100 * c['mean']:+.1f} | {ci} |")
+    drops = [f"{arm} {100 * a['drop_shortest_to_longest']['mean']:.1f}" for arm, a in s["arms"].items()
+             if a["drop_shortest_to_longest"]["mean"] is not None]
+    return ("\n".join(rows) + "\n\nDrop from the shortest to the longest length (points, mean over seeds): "
+            + "; ".join(drops) + ".\n") if len(rows) > 2 else ""
+
+
 def plot(found: dict[str, dict[int, dict[str, Any]]], path: Path, title: str) -> Path:
     """Accuracy vs context length, one line per arm (seed means), via memtrain.eval.report."""
     from memtrain.eval.report import plot_accuracy
@@ -747,7 +835,7 @@ def replace_section(text: str, name: str, body: str) -> str:
 
 def report(scale: str, runs: Path = RUNS, results_md: Path = RESULTS_MD, png: Path | None = None) -> str:
     """Aggregate finished runs of ``scale``; write the PNG and RESULTS.md's section; return the markdown."""
-    from memtrain.io import atomic_open
+    from memtrain.io import atomic_open, write_json
 
     found = collect(scale, runs)
     if not found:
@@ -760,7 +848,11 @@ def report(scale: str, runs: Path = RUNS, results_md: Path = RESULTS_MD, png: Pa
     except ValueError:
         rel = png
     train = training_lines(found)
+    s = summary(found)
+    write_json(png.with_suffix(".json"), s)
     body = (f"{report_table(found)}\n![accuracy vs context length]({rel})\n\n"
+            + (f"Paired by seed (points of averaged accuracy; `{png.with_suffix('.json').name}` has every "
+               f"length):\n\n{comparison_lines(s)}\n" if comparison_lines(s) else "")
             + (f"Training stages (sampled rollouts; reward = the stage's training reward):\n\n{train}\n"
                if train else "")
             + f"Runs and hardware:\n\n{hardware_lines(found)}")

@@ -80,6 +80,14 @@ def test_arm_configs_differ_only_in_the_stage_under_test(exp, tmp_path):
     assert ({k: v for k, v in e_mem.items() if k not in strip} | {"rollout": None}
             == {k: v for k, v in b.items() if k not in strip} | {"rollout": None})
     assert e[("task", "E")]["config"]["model"]["init_from"].endswith("E/seed3/memtrain/final")
+    # F: IMR still trained in its own groups, but λ = 0 keeps its reward out of the E2E reward
+    f = _stages(r["F"])
+    f_mem = f[("memtrain", "F")]["config"]
+    assert f_mem["rollout"]["imr"] is True and f_mem["rollout"]["lambda_imr"] == 0.0
+    assert b["rollout"]["lambda_imr"] > 0
+    assert ({k: v for k, v in f_mem.items() if k not in strip} | {"rollout": None}
+            == {k: v for k, v in b.items() if k not in strip} | {"rollout": None})
+    assert f[("task", "F")]["config"]["model"]["init_from"].endswith("F/seed3/memtrain/final")
     # C and D: identical task RL (settings and budget) except the starting model and the run folder
     c_task = _stages(r["C"])[("task", "C")]["config"]
     d_task = d[("task", "D")]["config"]
@@ -88,7 +96,8 @@ def test_arm_configs_differ_only_in_the_stage_under_test(exp, tmp_path):
     def same(cfg):
         return {**cfg, "out_dir": None, "model": {**cfg["model"], "init_from": None}}
 
-    assert same(c_task) == same(d_task) == same(e[("task", "E")]["config"])
+    assert (same(c_task) == same(d_task) == same(e[("task", "E")]["config"])
+            == same(f[("task", "F")]["config"]))
     assert c_task["steps"] == exp.task.steps and c_task["batch_size"] == d_task["batch_size"]
     # the task set is the train side of the evaluation's split, whatever the training seed
     data = r["C"]["data"]
@@ -155,6 +164,19 @@ def test_paper_scales_point_at_the_paper_presets(tmp_path):
         assert exp.task_eval_data.longqa.n_docs[-1] == 6400 and exp.task_train_data.longqa.n_docs == [200]
         r = headline.resolve(exp, "D", 0, tmp_path)
         assert {d["config"]["tokenizer"] for d in r["data"].values()} == {model}
+
+
+def test_micro_scale_is_the_setting_where_the_embedded_model_earns_reward(tmp_path):
+    exp = headline.load_experiment("micro")
+    sets = headline.data_configs(exp, tmp_path)
+    assert {sets["task_train"].longqa.unit, sets["task_eval"].longqa.unit} == {"sentence"}
+    assert sets["task_eval"].longqa.n_docs == [4, 8, 16, 32]  # four lengths that double
+    for arm in headline.ARMS:
+        for st in headline.resolve(exp, arm, 0, tmp_path)["stages"]:
+            agent = st["config"]["agent"]
+            assert (agent["chunk_tokens"], agent["memory_tokens"], agent["prompt_version"]) == (
+                24, 32, "micro")
+    assert exp.threads == 1 and exp.eval.reward == "sub_em"
 
 
 def test_a_split_mismatch_between_task_sets_is_refused():

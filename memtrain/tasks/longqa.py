@@ -37,6 +37,7 @@ from __future__ import annotations
 import json
 import logging
 import random
+import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -80,6 +81,13 @@ class LongQAConfig:
         "then random pool paragraphs, shuffled with a fixed seed; lengths beyond the pool saturate); "
         "disjoint: gold among random paragraphs of other records only (easier: no topic-matched "
         "distractors)", "memagent")
+    unit: Literal["paragraph", "sentence"] = option(
+        "what one document is: the source's paragraph, or one sentence (beyond the paper, for micro-scale "
+        "runs: the gold document is the sentence of a gold paragraph that holds the answer, distractors are "
+        "sentences of other paragraphs, so a context of n_docs is about n_docs short chunks)", "paragraph")
+    max_sentence_words: int = option("unit=sentence: longest sentence kept, in words (gold and distractors)",
+                                     20)
+    min_sentence_words: int = option("unit=sentence: shortest sentence kept, in words", 6)
 
     def validate(self) -> None:
         if not self.n_docs or any(n <= 0 for n in self.n_docs):
@@ -90,6 +98,9 @@ class LongQAConfig:
             raise MemtrainError(f"LongQAConfig.chunk_tokens must be positive, got {self.chunk_tokens}")
         if not 0 < self.eval_fraction < 1:
             raise MemtrainError(f"LongQAConfig.eval_fraction must be in (0, 1), got {self.eval_fraction}")
+        if not 0 < self.min_sentence_words <= self.max_sentence_words:
+            raise MemtrainError("LongQAConfig needs 0 < min_sentence_words <= max_sentence_words, got "
+                                f"{self.min_sentence_words} and {self.max_sentence_words}")
 
     def data_path(self) -> Path:
         return Path(self.path) if self.path else Path(DEFAULT_PATHS[self.source])
@@ -238,6 +249,45 @@ def load_source(source: str, path: str | Path | None = None) -> tuple[list[QAIte
     return LOADERS[source](path or DEFAULT_PATHS[source])
 
 
+_SENTENCE_END = re.compile(r"(?:(?<=[.!?])|(?<=[.!?][\"')\]]))\s+(?=[\"'(\[]?[A-Z0-9])")
+
+
+def sentences(text: str) -> list[str]:
+    """``text`` cut after ``.``, ``!`` or ``?`` followed by space and a capital or digit (a plain rule: a
+    few abbreviations split wrongly, which only makes a distractor shorter)."""
+    return [s.strip() for s in _SENTENCE_END.split(text) if s.strip()]
+
+
+def to_sentences(items: Sequence[QAItem], pool: Sequence[Doc], min_words: int, max_words: int
+                 ) -> tuple[list[QAItem], list[Doc]]:
+    """Sentence-level questions and pool (``LongQAConfig.unit="sentence"``).
+
+    A question keeps its first gold sentence (gold paragraphs in order) that contains an answer string and
+    has ``min_words``..``max_words`` words; questions without one are dropped. Its ``context_keys`` keep the
+    paragraph keys, so the train/eval split stays paragraph-disjoint, and its ``context`` is the gold
+    sentence alone (no topic-matched distractors at sentence level). The pool is every sentence of the
+    paragraph pool within the word bounds, keyed ``<paragraph key>#s<i>``.
+    """
+    def split(doc: Doc) -> list[Doc]:
+        return [Doc(f"{doc.key}#s{i}", doc.title, s) for i, s in enumerate(sentences(doc.text))]
+
+    def fits(d: Doc) -> bool:
+        return min_words <= len(d.text.split()) <= max_words
+
+    out: list[QAItem] = []
+    for it in items:
+        answers = [a.lower() for a in it.answers]
+        gold = next((s for g in it.gold for s in split(g)
+                     if fits(s) and any(a in s.text.lower() for a in answers)), None)
+        if gold is not None:
+            out.append(QAItem(it.qid, it.question, it.answers, [gold], it.context_keys | {gold.key},
+                              it.source, [gold]))
+    if items and not out:
+        raise MemtrainError(f"no question has an answer sentence of {min_words}..{max_words} words; raise "
+                            "longqa.max_sentence_words")
+    return out, [s for d in pool for s in split(d) if fits(s)]
+
+
 # --------------------------------------------------------------------------------------------- building
 
 
@@ -256,11 +306,13 @@ def _question_rng(seed: int, qid: str) -> random.Random:
 
 def distractor_order(item: QAItem, pool: Sequence[Doc], seed: int, exclude: set[str] | frozenset = frozenset()
                      ) -> list[Doc]:
-    """This question's distractors in their (seeded) order: the pool minus its own and ``exclude``d keys."""
+    """This question's distractors in their (seeded) order: the pool minus its own and ``exclude``d keys
+    (a sentence, keyed ``<paragraph key>#s<i>``, is banned with its paragraph)."""
     banned = item.context_keys | {d.key for d in item.gold} | set(exclude)
     order = list(range(len(pool)))
     _question_rng(seed, item.qid).shuffle(order)
-    return [pool[i] for i in order if pool[i].key not in banned]
+    return [pool[i] for i in order
+            if pool[i].key not in banned and pool[i].key.rsplit("#s", 1)[0] not in banned]
 
 
 def compose(item: QAItem, distractors: Sequence[Doc], n_docs: int, seed: int) -> tuple[list[Doc], list[int]]:
@@ -380,6 +432,11 @@ def build_from_config(cfg: LongQAConfig, tokenizer: Any, progress: bool = False)
     """Load ``cfg.source``, keep the configured side of the split, sample questions, build every length."""
     cfg.validate()
     items, pool = load_source(cfg.source, cfg.data_path())
+    if cfg.unit == "sentence":
+        n = len(items)
+        items, pool = to_sentences(items, pool, cfg.min_sentence_words, cfg.max_sentence_words)
+        log.info("longqa.unit=sentence: %d of %d questions have an answer sentence; %d pool sentences",
+                 len(items), n, len(pool))
     exclude: frozenset[str] | set[str] = frozenset()
     if cfg.split != "all":
         split = split_questions(items, eval_fraction=cfg.eval_fraction, seed=cfg.split_seed)
