@@ -28,7 +28,7 @@ def test_sentences_cut_at_end_marks_before_a_capital_or_digit():
 def built(shared_data, tokenizer):
     cfg = LongQAConfig(source="squad", path=str(shared_data / SQUAD), unit="sentence", n_docs=[4, 16],
                        num_questions=40, chunk_tokens=24, split="eval")
-    train = LongQAConfig(**{**cfg.__dict__, "split": "train", "n_docs": [8], "num_questions": 200})
+    train = LongQAConfig(**{**cfg.__dict__, "split": "train", "n_docs": [4], "num_questions": 200})
     return build_from_config(cfg, tokenizer), build_from_config(train, tokenizer), cfg
 
 
