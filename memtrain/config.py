@@ -62,6 +62,11 @@ def _check(value: Any, tp: Any, where: str) -> Any:
         if not isinstance(value, dict):
             raise MemtrainError(f"{where}: expected a mapping, got {type(value).__name__}")
         return from_dict(tp, value, where)
+    if origin is dict:  # e.g. ``searchqa.paths={nq: FILE}``; unchecked, ``searchqa.paths=1`` crashed later
+        if not isinstance(value, dict):
+            raise MemtrainError(f"{where}: expected a mapping, got {value!r}")
+        kt, vt = typing.get_args(tp) or (Any, Any)
+        return {_check(k, kt, where): _check(v, vt, f"{where}.{k}") for k, v in value.items()}
     if origin in (list, tuple):
         if not isinstance(value, (list, tuple)):
             raise MemtrainError(f"{where}: expected a list, got {value!r}")
@@ -180,15 +185,31 @@ def resolve_bases(data: dict[str, Any], recipe: str, seen: tuple[str, ...] = ())
 
 def parse_value(raw: str) -> Any:
     """A command-line value read as YAML (``4``, ``true``, ``[5,10]``, ``null``); float fields also accept
-    ``1e-5``, which YAML 1.1 leaves a string."""
+    ``1e-5``, which YAML 1.1 leaves a string. Text YAML cannot read is kept as it is."""
     try:
         return yaml.safe_load(raw)
-    except yaml.YAMLError:
+    except Exception:  # not only YAMLError: ValueError for 2024-13-45, AttributeError for "!!timestamp x"
         return raw
 
 
-def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
-    """``a.b=value`` -> ``data["a"]["b"] = parse_value(value)``, for every item."""
+def _is_text(cls: type, parts: list[str]) -> bool:
+    """Whether the dotted field ``parts`` of dataclass ``cls`` is declared ``str`` or ``str | None``."""
+    tp: Any = cls
+    for part in parts:
+        if not dataclasses.is_dataclass(tp):
+            return False
+        tp = typing.get_type_hints(tp).get(part)
+    if typing.get_origin(tp) in (typing.Union, types.UnionType):
+        return set(typing.get_args(tp)) == {str, type(None)}
+    return tp is str
+
+
+def apply_overrides(data: dict[str, Any], overrides: list[str], cls: type | None = None) -> dict[str, Any]:
+    """``a.b=value`` -> ``data["a"]["b"] = parse_value(value)``, for every item.
+
+    With ``cls``, a field declared ``str`` takes the text as typed (``label=1.10`` is "1.10", not 1.1;
+    ``out=2024-01-01`` a folder name, not a date); ``null`` still means None.
+    """
     for item in overrides:
         key, sep, raw = item.partition("=")
         if not sep or not key:
@@ -199,14 +220,17 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
             node = node.setdefault(part, {})
             if not isinstance(node, dict):
                 raise MemtrainError(f"{item!r}: {part!r} is not a section")
-        node[parts[-1]] = parse_value(raw)
+        value = parse_value(raw)
+        if value is not None and not isinstance(value, str) and cls is not None and _is_text(cls, parts):
+            value = raw.strip()
+        node[parts[-1]] = value
     return data
 
 
 def load_config(cls: type[T], recipe: str, preset: str | None = None, overrides: list[str] = ()) -> T:  # type: ignore[assignment]
     """``cls`` from dataclass defaults, then ``preset`` (name or YAML path), then ``key=value`` overrides."""
     data = resolve_bases(load_yaml(preset_path(recipe, preset)), recipe) if preset else {}
-    return from_dict(cls, apply_overrides(data, list(overrides)))
+    return from_dict(cls, apply_overrides(data, list(overrides), cls))
 
 
 # ------------------------------------------------------------------------------------- help

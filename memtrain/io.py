@@ -59,14 +59,28 @@ def append_jsonl(f: IO[str], row: dict[str, Any]) -> None:
 
 def read_jsonl_tolerant(path: str | Path) -> list[dict[str, Any]]:
     """Rows of a resumable results file; a final line torn by a kill (even inside a multi-byte character)
-    is dropped, not fatal. Lines are decoded one by one, so a tear never hides the rows before it."""
-    rows = []
+    is dropped, not fatal. Lines are decoded one by one, so a torn line hides no other row."""
+    return read_jsonl_tolerant_counted(path)[0]
+
+
+def read_jsonl_tolerant_counted(path: str | Path) -> tuple[list[dict[str, Any]], int]:
+    """:func:`read_jsonl_tolerant` and how many lines it skipped: every line that is not a whole JSON object
+    (a torn tail, or a torn line that later appends landed after) is skipped and counted, and reading goes
+    on; blank lines are ignored, as :func:`read_jsonl` does (a blank line used to end the rows silently)."""
+    rows: list[dict[str, Any]] = []
+    skipped = 0
     p = Path(path)
     if not p.exists():
-        return rows
+        return rows, skipped
     for raw in p.read_bytes().splitlines():
+        if not raw.strip():
+            continue
         try:
-            rows.append(json.loads(raw.decode("utf-8")))
+            row = json.loads(raw.decode("utf-8"))
         except (UnicodeDecodeError, json.JSONDecodeError):
-            break
-    return rows
+            row = None
+        if isinstance(row, dict):
+            rows.append(row)
+        else:
+            skipped += 1
+    return rows, skipped

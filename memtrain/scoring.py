@@ -75,13 +75,22 @@ def extract_answer(text: str, mode: str = "boxed") -> str | None:
     return None
 
 
+_LATEX_TEXT = re.compile(r"\\text\{([^{}]*)\}")
+_LATEX_SPACE = re.compile(r"\\[,\s]")  # \, and a backslash before any whitespace (LaTeX's control space)
+
+
 def _strip_latex(s: str) -> str:
-    s = re.sub(r"\\text\{([^{}]*)\}", r"\1", s)
-    return s.replace("\\,", " ").replace("\\ ", " ")
+    r"""``\text{x}`` -> x and LaTeX spaces -> " ", repeated until nothing changes (``\text{\text{x}}``,
+    ``\\ x``), so that normalising twice gives what normalising once does."""
+    while True:
+        out = _LATEX_SPACE.sub(" ", _LATEX_TEXT.sub(r"\1", s))
+        if out == s:
+            return out
+        s = out
 
 
 def normalize_strict(s: str) -> str:
-    s = _strip_latex(s).lower()
+    s = _strip_latex(s.lower())  # lower first: "\TEXT{x}" lowered must not become a box to strip next time
     s = " ".join(s.split())
     return s.strip(" \t\n.,;:!?\"'`()[]")
 
@@ -95,17 +104,20 @@ def normalize_answer(s: str) -> str:
 
 
 def strict_em(pred: str | None, golds: Sequence[str]) -> float:
+    """1 when the prediction equals a gold answer after :func:`normalize_strict` (an empty one never does)."""
     if pred is None:
         return 0.0
     p = normalize_strict(pred)
-    return float(any(p == normalize_strict(g) for g in golds))
+    return float(bool(p) and any(p == normalize_strict(g) for g in golds))
 
 
 def em(pred: str | None, golds: Sequence[str]) -> float:
+    """1 when the prediction equals a gold answer after :func:`normalize_answer`; an empty normalised
+    answer ("", "the", "?") never matches, as in :func:`sub_em` and :func:`accuracy`, so EM implies both."""
     if pred is None:
         return 0.0
     p = normalize_answer(pred)
-    return float(any(p == normalize_answer(g) for g in golds))
+    return float(bool(p) and any(p == normalize_answer(g) for g in golds))
 
 
 def sub_em(pred: str | None, golds: Sequence[str]) -> float:

@@ -34,16 +34,24 @@ Semantics that a client can rely on:
   ``finish_reason`` becomes ``stop`` and the completion is counted up to the token that completed the stop
   string (as vLLM counts); the engine still ran to EOS or ``max_tokens``.
 - **Usage** counts the prompt once and the completion tokens of every choice.
-- **Load.** At most ``max_queue`` conversations wait for a generate call; a request that does not fit gets a
-  503 (OpenAI clients retry it). A request that has not got its completions ``request_timeout_s`` after it
-  arrived gets a 504; its conversations are dropped if not yet started, else their results are discarded;
-  the server keeps serving.
+- **Load.** At most ``http.max_concurrency`` requests (default 512) are handled at once and at most
+  ``max_queue`` conversations wait for a generate call; a request beyond either gets a 503 (OpenAI clients
+  retry it). A request that has not got its completions ``request_timeout_s`` after it arrived gets a 504;
+  its conversations are dropped if not yet started, else their results are discarded; the server keeps
+  serving.
+- **HTTP** (:mod:`memtrain.serving.http`): uvicorn + Starlette; a listen backlog of 2048, so bursts of new
+  connections queue instead of being reset; the key, the concurrency bound and the declared body size are
+  checked before the body is read; bodies over ``http.max_body_bytes`` (64 MiB) get a 413, a head or body
+  slower than ``http.read_timeout_s`` (30 s) a closed connection or a 408; idle keep-alive connections close
+  after ``http.keepalive_timeout_s`` (5 s). ``NaN``/``Infinity`` anywhere in a body is a 400 naming the
+  field.
 - **Batching.** Conversations with the same decoding settings (greedy: the same budget) share one generate
   call; seeds do not split batches. On the HF engine the rows of one call share one generator seeded from
   the first row's seed, so a seeded request is reproducible when it is batched alone.
 - **Authentication** is optional: with ``api_key_env=NAME`` the key is read from ``$NAME`` at start, every
-  ``/v1`` request needs ``Authorization: Bearer <key>`` (compared in constant time) or gets a 401, and the key
-  is never logged or printed. Without it there is no authentication: keep the server on loopback.
+  ``/v1`` request needs ``Authorization: Bearer <key>`` (compared in constant time, before any of the body is
+  read) or gets a 401, and the key is never logged or printed. Without it there is no authentication: keep
+  the server on loopback.
 
 **The memory agent, server-side** (DESIGN §11: MemAgent's clients run the chunked loop themselves). A client
 sends a long document and a question; the server chunks the document by the model's tokenizer, runs
@@ -67,7 +75,7 @@ its first step must find room); ``request_timeout_s`` bounds the whole read.
 
 Code: this module holds the config and the entry point; :mod:`memtrain.serving` the parts
 (``protocol``: validation, stop sequences, stream pieces; ``batcher``: coalescing, queue, deadlines;
-``memory``: the served read; ``http``: routes, authentication, responses). Standard library only.
+``memory``: the served read; ``http``: the ASGI server, routes, authentication, responses).
 """
 
 from __future__ import annotations
@@ -81,7 +89,7 @@ from memtrain.agent.engines import EngineConfig
 from memtrain.config import option
 from memtrain.errors import MemtrainError
 from memtrain.serving.batcher import Batcher, BatcherEngine
-from memtrain.serving.http import MemtrainHTTPServer
+from memtrain.serving.http import HTTPConfig, MemtrainHTTPServer
 from memtrain.serving.memory import MEMORY_TASK_ID
 from memtrain.serving.protocol import (
     ApiError,
@@ -95,8 +103,8 @@ from memtrain.serving.protocol import (
 )
 
 __all__ = ["MEMORY_TASK_ID", "ApiError", "BadRequest", "Batcher", "BatcherEngine", "ChatRequest",
-           "MemtrainHTTPServer", "QueueFull", "RequestTimeout", "ServeConfig", "apply_stop", "make_server",
-           "parse_request", "serve", "text_pieces"]
+           "HTTPConfig", "MemtrainHTTPServer", "QueueFull", "RequestTimeout", "ServeConfig", "apply_stop",
+           "make_server", "parse_request", "serve", "text_pieces"]
 
 
 @dataclass
@@ -120,6 +128,8 @@ class ServeConfig:
     api_key_env: str | None = option("name of an environment variable holding the API key; set, every /v1 "
                                      "request needs 'Authorization: Bearer <key>' (the key is never printed)",
                                      None)
+    http: HTTPConfig = option("HTTP limits and timeouts (max_concurrency, max_body_bytes, read_timeout_s, "
+                              "keepalive_timeout_s, backlog)", factory=HTTPConfig)
     agent_chunk_tokens: int = option("memory agent: default tokens per document chunk", 1024)
     agent_memory_tokens: int = option("memory agent: default memory budget (tokens)", 256)
     agent_answer_tokens: int = option("memory agent: default final-answer budget (tokens)", 128)
@@ -131,6 +141,7 @@ class ServeConfig:
                      "agent_memory_tokens", "agent_answer_tokens"):
             if getattr(self, name) <= 0:
                 raise MemtrainError(f"ServeConfig.{name} must be positive, got {getattr(self, name)}")
+        self.http.validate()
         if self.max_model_len is not None and self.max_model_len <= 0:
             raise MemtrainError(f"ServeConfig.max_model_len must be positive, got {self.max_model_len}")
         if self.api_key_env is not None and not os.environ.get(self.api_key_env):
@@ -147,9 +158,10 @@ class ServeConfig:
 
 
 def make_server(engine: Any, cfg: ServeConfig | None = None, **overrides: Any) -> MemtrainHTTPServer:
-    """A ready-to-run server over ``engine`` (call ``serve_forever()``, e.g. in a thread); ``overrides``
-    replace fields of ``cfg`` (``port=0`` picks a free port). The API key is read from
-    ``$cfg.api_key_env`` here, once."""
+    """A ready-to-run server over ``engine``, already listening (call ``serve_forever()``, e.g. in a thread;
+    ``shutdown()`` from another, then ``server_close()``); ``overrides`` replace fields of ``cfg``
+    (``port=0`` picks a free port, then in ``server.url``). The API key is read from ``$cfg.api_key_env``
+    here, once."""
     cfg = dataclasses.replace(cfg or ServeConfig(), **overrides)
     cfg.validate()
     key = os.environ.get(cfg.api_key_env) if cfg.api_key_env else None

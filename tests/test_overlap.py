@@ -98,7 +98,7 @@ def test_an_unfinished_task_set_is_refused(hotpot, tmp_path, capsys):
     path, _, _ = hotpot
     ev = _build(tmp_path / "eval", "eval", [4], path)
     manifest = json.loads((ev / "manifest.json").read_text())
-    (ev / "manifest.json").write_text(json.dumps({**manifest, "complete": False}))
+    (ev / "manifest.json").write_text(json.dumps({**manifest, "finished": False, "complete": False}))
     assert check_overlap.main([str(ev), str(ev)]) == 2
     assert "did not finish" in capsys.readouterr().err
 

@@ -3,20 +3,33 @@
 from __future__ import annotations
 
 import contextlib
+import http.client
 import json
 import logging
+import math
 import socket
 import threading
 import time
 
 import httpx
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from memtrain.agent.engine import Sampling, render
 from memtrain.agent.loop import AgentConfig, make_task, open_trace, run_memory_agent
 from memtrain.agent.openai_engine import OpenAIEngine
 from memtrain.errors import MemtrainError
-from memtrain.serve import MEMORY_TASK_ID, apply_stop, make_server, parse_request, text_pieces
+from memtrain.serve import (
+    MEMORY_TASK_ID,
+    BadRequest,
+    HTTPConfig,
+    apply_stop,
+    make_server,
+    parse_request,
+    text_pieces,
+)
+from memtrain.serving.protocol import loads
 
 try:  # the real client where installed; the wire format is checked over raw HTTP either way
     import openai
@@ -581,3 +594,209 @@ def test_memory_agent_errors_are_400s(server):
     assert r.status_code == 400 and "question" in r.json()["error"]["message"]
     r = post(server, {"document": DOC}, path="/memory/answer")
     assert r.status_code == 400 and r.json()["error"]["param"] == "question"
+
+
+# ------------------------------------------------------------------ issue 23: a real ASGI stack
+
+def burst(url: str, n: int, method: str = "GET", body: bytes | None = None) -> list[int | str]:
+    """``n`` clients released together, each on a new connection (one request each, ``Connection:
+    close``); their status codes, or the names of the errors they got instead."""
+    u = httpx.URL(url)
+    start = threading.Barrier(n)
+    out: list[int | str] = [""] * n
+
+    def one(i: int) -> None:
+        start.wait()
+        conn = http.client.HTTPConnection(u.host, u.port, timeout=120)
+        try:
+            headers = {"Connection": "close", "Content-Type": "application/json"}
+            conn.request(method, u.raw_path.decode(), body=body, headers=headers)
+            resp = conn.getresponse()
+            resp.read()
+            out[i] = resp.status
+        except Exception as e:  # a reset, a refused or timed-out connection: what the test counts
+            out[i] = type(e).__name__
+        finally:
+            conn.close()
+
+    threads = [threading.Thread(target=one, args=(i,), daemon=True) for i in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(180)
+    return out
+
+
+def exchange(address: tuple[str, int], data: bytes, wait: float = 10.0) -> tuple[bytes, bool]:
+    """Send raw ``data`` on a new connection, then read until the server closes it; (what came back,
+    whether it closed within ``wait`` seconds)."""
+    got = b""
+    with socket.create_connection(address, timeout=wait) as s:
+        s.sendall(data)
+        try:
+            while chunk := s.recv(65536):
+                got += chunk
+        except TimeoutError:
+            return got, False
+        except ConnectionResetError:
+            pass
+    return got, True
+
+
+def status_of(response: bytes) -> int:
+    return int(response.split(b" ", 2)[1]) if response.startswith(b"HTTP/1.1 ") else 0
+
+
+def head(path: str, length: int | str | None = None, extra: str = "") -> bytes:
+    cl = f"Content-Length: {length}\r\n" if length is not None else ""
+    return (f"POST {path} HTTP/1.1\r\nHost: test\r\nContent-Type: application/json\r\n{cl}{extra}\r\n"
+            ).encode()
+
+
+def test_a_burst_of_new_connections_is_all_answered(server):
+    """stdlib http.server's listen backlog of 5 reset 20 of 128 such requests at 32-way concurrency."""
+    root = server.url.removesuffix("/v1")
+    codes = burst(root + "/health", 128)
+    assert codes == [200] * 128, sorted(map(str, codes))
+    body = json.dumps({"messages": HELLO, "max_tokens": 1, "temperature": 0}).encode()
+    codes = burst(server.url + "/chat/completions", 64, "POST", body)
+    assert codes == [200] * 64, sorted(map(str, codes))
+    if openai is not None:  # the real client, no retries, a new connection per client
+        errors: list[str] = []
+        start = threading.Barrier(64)
+
+        def one() -> None:
+            client = openai.OpenAI(base_url=server.url, api_key="unused", max_retries=0, timeout=120)
+            start.wait()
+            try:
+                assert client.models.list().data[0].id == "tiny"
+            except Exception as e:
+                errors.append(type(e).__name__)
+            finally:
+                client.close()
+
+        threads = [threading.Thread(target=one, daemon=True) for _ in range(64)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(180)
+        assert errors == []
+
+
+def test_nan_and_infinity_are_400s_naming_the_field(server):
+    """Python's json reads NaN and Infinity: they used to reach the engine (temperature) or fail with 500."""
+    msgs = json.dumps(HELLO)
+    for field in ("max_tokens", "n", "temperature", "top_p", "seed"):
+        for token in ("NaN", "Infinity", "-Infinity", "1e999"):
+            raw = f'{{"messages": {msgs}, "{field}": {token}}}'.encode()
+            r = httpx.post(server.url + "/chat/completions", content=raw, timeout=60)
+            err = r.json()["error"]
+            assert (r.status_code, err["param"], err["type"]) == (400, field, "invalid_request_error"), r.text
+            assert field in err["message"]
+    raw = f'{{"messages": {msgs}, "memory_agent": {{"document": "d", "chunk_tokens": NaN}}}}'.encode()
+    r = httpx.post(server.url + "/chat/completions", content=raw, timeout=60)
+    assert r.status_code == 400 and r.json()["error"]["param"] == "memory_agent.chunk_tokens"
+    raw = b'{"question": "q", "temperature": NaN}'
+    r = httpx.post(server.url + "/memory/answer", content=raw, timeout=60)
+    assert r.status_code == 400 and r.json()["error"]["param"] == "temperature"
+
+
+def test_a_bad_content_length_is_a_400(server):
+    for length in ("abc", "-1", "1e3", "5, 6"):
+        got, closed = exchange(server.server_address, head("/v1/chat/completions", length) + b"{}")
+        assert status_of(got) == 400 and closed, (length, got[:200])
+    valid = head("/v1/chat/completions", 2, "Connection: close\r\n") + b"{}"
+    got, closed = exchange(server.server_address, valid)
+    assert status_of(got) == 400 and b"messages" in got  # a valid one still reaches the app
+
+
+def test_an_unauthenticated_big_body_is_a_401_before_it_is_read(hf, monkeypatch):
+    monkeypatch.setenv("MEMTRAIN_SERVE_KEY", SECRET)
+    with running(hf, api_key_env="MEMTRAIN_SERVE_KEY") as srv:
+        t0 = time.monotonic()
+        # 60 MiB announced (under the body cap), 64 KiB sent: the answer must not wait for the rest
+        got, closed = exchange(srv.server_address, head("/v1/chat/completions", 60 * 2**20) + b" " * 65536)
+        assert status_of(got) == 401 and closed and b"invalid_api_key" in got
+        assert time.monotonic() - t0 < 5
+        assert post(srv, {"messages": HELLO, "max_tokens": 2}, key=SECRET).status_code == 200
+
+
+def test_an_over_cap_body_is_a_413(hf):
+    with running(hf, http=HTTPConfig(max_body_bytes=4096)) as srv:
+        got, closed = exchange(srv.server_address, head("/v1/chat/completions", 5000) + b"{")
+        assert status_of(got) == 413 and closed and b"http.max_body_bytes" in got
+        chunk = b"400\r\n" + b" " * 1024 + b"\r\n"  # chunked, no Content-Length: counted as it streams in
+        chunked = head("/v1/chat/completions", None, "Transfer-Encoding: chunked\r\n")
+        got, closed = exchange(srv.server_address, chunked + chunk * 8)
+        assert status_of(got) == 413 and closed
+        body = {"messages": [{"role": "user", "content": "x" * 3000}], "max_tokens": 1}
+        assert post(srv, body).status_code == 200  # under the cap
+
+
+def test_slow_heads_and_bodies_time_out(hf):
+    with running(hf, http=HTTPConfig(read_timeout_s=0.5)) as srv:
+        t0 = time.monotonic()
+        got, closed = exchange(srv.server_address, head("/v1/chat/completions", 100) + b'{"messages"')
+        assert status_of(got) == 408 and closed and b"read_timeout" in got
+        got, closed = exchange(srv.server_address, b"POST /v1/chat/completions HTTP/1.1\r\nHost: te")
+        assert got == b"" and closed  # half a head: the connection is closed
+        assert time.monotonic() - t0 < 8
+        assert post(srv, {"messages": HELLO, "max_tokens": 2}).status_code == 200
+
+
+def test_requests_beyond_the_concurrency_bound_are_503s(hf):
+    gate = GatedEngine(hf)
+    body = {"messages": HELLO, "max_tokens": 2, "temperature": 0}
+    with running(gate, http=HTTPConfig(max_concurrency=2)) as srv:
+        first = in_thread(post, srv, body)
+        assert gate.entered.wait(60)
+        second = in_thread(post, srv, body)
+        wait_until(lambda: srv.batcher.queued == 1, "the second request waits in the queue")
+        r = post(srv, body)
+        assert r.status_code == 503 and r.headers["retry-after"] == "1"
+        err = r.json()["error"]
+        assert err["code"] == "server_busy" and "max_concurrency=2" in err["message"]
+        assert httpx.get(srv.url.removesuffix("/v1") + "/health").status_code == 200  # probes still answer
+        gate.release.set()
+        for t, out in (first, second):
+            t.join(60)
+            assert out["r"].status_code == 200
+        assert post(srv, body).status_code == 200 and srv.busy.active == 0
+
+
+JSON_LEAF = (st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=12)
+             | st.sampled_from([0, 1, -1, 0.5, 2**63, 10**400, math.nan, math.inf, "", "user"]))
+JSON = st.recursive(JSON_LEAF, lambda inner: st.lists(inner, max_size=4)
+                    | st.dictionaries(st.text(max_size=8), inner, max_size=4), max_leaves=12)
+MESSAGE = st.fixed_dictionaries({"role": st.sampled_from(["user", "system"]) | JSON,
+                                 "content": st.text(max_size=12) | JSON})
+CHAT_FIELDS = ("max_tokens", "max_completion_tokens", "n", "temperature", "top_p", "top_k", "seed", "stop",
+               "stream", "stream_options", "logprobs", "top_logprobs", "return_token_ids", "memory_agent")
+CHAT_BODY = JSON | st.fixed_dictionaries({"messages": st.lists(MESSAGE, min_size=1, max_size=3) | JSON},
+                                         optional={f: JSON_LEAF | JSON for f in CHAT_FIELDS})
+
+
+@given(body=CHAT_BODY)
+@settings(max_examples=300, deadline=None)
+def test_any_json_is_a_chat_request_or_a_400(body):
+    """Whatever JSON arrives (through the strict parser or as Python values), validation answers a request
+    or the 400 error, never another exception."""
+    for value in (body, json.dumps(body).encode()):
+        try:
+            req = parse_request(loads(value) if isinstance(value, bytes) else value)
+        except BadRequest as e:
+            assert e.status == 400 and e.body()["error"]["type"] == "invalid_request_error"
+            continue
+        s = req.sampling
+        assert 1 <= req.n <= 128 and (req.max_tokens is None or req.max_tokens >= 1)
+        assert math.isfinite(s.temperature) and s.temperature >= 0 and 0 < s.top_p <= 1
+        assert all(isinstance(m["role"], str) and isinstance(m["content"], str) for m in req.conversation)
+
+
+@given(raw=st.binary(max_size=64) | st.text(max_size=64).map(str.encode))
+@settings(max_examples=200, deadline=None)
+def test_any_bytes_are_json_or_a_400(raw):
+    try:
+        loads(raw)
+    except BadRequest as e:
+        assert e.status == 400

@@ -214,8 +214,12 @@ async def read_document(
     sampling: Sampling,
     key: str | None = None,
     trace: IO[str] | None = None,
+    on_turn: Callable[[Turn, str | None], None] | None = None,
 ) -> Trajectory:
     """Read one task's chunks with a bounded memory, then answer: one trajectory.
+
+    ``on_turn(turn, memory)`` is called as each turn completes (``memory`` is the new memory after an
+    update, None after the final answer), so a caller can show every memory as it is written.
 
     ``sampling.max_new_tokens`` is overridden per turn by the memory and answer budgets. When
     ``sampling.seed`` is set, each conversation gets its own seed derived from (seed, ``key``, step); ``key``
@@ -238,6 +242,8 @@ async def read_document(
             memories.append(cut_memory(gen, comp, cfg.memory_tokens))
         if trace is not None:
             _write_trace(trace, task.id, turns[-1], memories[-1] if kind == "update" else None)
+        if on_turn is not None:
+            on_turn(turns[-1], memories[-1] if kind == "update" else None)
         return comp
 
     for t, chunk in enumerate(chunks):
@@ -272,11 +278,12 @@ def run_memory_agent(
     sampling: Sampling,
     trace: IO[str] | None = None,
     progress: bool = True,
+    on_turn: Callable[[Turn, str | None], None] | None = None,
 ) -> list[Trajectory]:
     """Read every task (:func:`read_document`), all concurrently through one :class:`TurnBatcher`."""
     keys = [f"{tid}|{c}" for tid, c in copy_keys(tasks)]
     sessions = [
-        lambda gen, task=task, key=key: read_document(gen, task, cfg, sampling, key, trace)
+        lambda gen, task=task, key=key: read_document(gen, task, cfg, sampling, key, trace, on_turn)
         for task, key in zip(tasks, keys, strict=True)
     ]
     total = sum(n_conversations(t, cfg) for t in tasks)

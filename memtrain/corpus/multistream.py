@@ -10,11 +10,12 @@ pages, in the same order, as the sequential :func:`~memtrain.corpus.wikixml.iter
 
 Damage is handled as the sequential reader does, so a build's output never depends on ``workers``: the
 pages of a damaged stream before its damage are kept, that stream is counted (``truncated_stream`` or
-``malformed_xml``), and reading stops there. (The counted reason can differ: ``bz2.BZ2File`` takes a
+``malformed_xml``), and reading stops there; a dump cut short of the streams its index lists is counted
+as ``truncated_stream`` too. (The counted reason can differ: ``bz2.BZ2File`` takes a
 corrupt stream that follows a good one for trailing junk and ends the file, so the sequential reader
 reports the XML cut short, ``malformed_xml``, where this one reports ``truncated_stream``.) An index
-that does not describe the dump (unreadable, not ``offset:id:title`` lines, offsets past the end of the
-dump or not at a stream start) raises
+that does not describe the dump (unreadable, not ``offset:id:title`` lines, its first offset past the
+end of the dump, offsets not at a stream start) raises
 :class:`~memtrain.errors.MemtrainError`: it is a user-input mistake, not data damage.
 
 :func:`find_index` finds the index beside a dump under the names dumps.wikimedia.org uses
@@ -32,7 +33,7 @@ import os
 import re
 import xml.etree.ElementTree as ET
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Generator, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -101,9 +102,10 @@ def read_offsets(index: str | Path, dump_size: int | None = None) -> list[int]:
         raise MemtrainError(f"multistream index {index} is unreadable ({e}); download it again") from None
     if not offsets:
         raise MemtrainError(f"multistream index {index} lists no streams")
-    if dump_size is not None and offsets[-1] >= dump_size:
-        raise MemtrainError(f"multistream index {index} points at byte {offsets[-1]}, past the end of the "
-                            f"dump ({dump_size} bytes): the index belongs to another dump")
+    if dump_size is not None and offsets[0] >= dump_size:
+        raise MemtrainError(f"multistream index {index} points at byte {offsets[0]}, past the end of the "
+                            f"dump ({dump_size} bytes): the index belongs to another dump (or the dump was "
+                            "cut before its first page)")
     return offsets
 
 
@@ -228,20 +230,28 @@ def iter_pages_parallel(
         if f.read(3) != b"BZh":
             raise MemtrainError(f"{path}: a multistream dump is a .bz2 file, but this one is not bz2")
     size = os.path.getsize(path)
-    ranges = stream_ranges(read_offsets(index, size), size)
+    offsets = read_offsets(index, size)
+    cut = offsets[-1] >= size  # the index lists streams past the end: the dump was truncated
+    ranges = stream_ranges([o for o in offsets if o < size], size)
     # small files: enough tasks to keep every worker busy; dumps (~230k streams for enwiki): streams_per_task
     per = max(1, min(streams_per_task, len(ranges) // (4 * max(1, workers))))
     tasks = [ranges[i : i + per] for i in range(0, len(ranges), per)]
     stats.files += 1
+    stats.where = str(path)
     bar = progress_bar(total=size, unit="B", unit_scale=True, desc=path.name, disable=not progress,
                        leave=False)
     if workers <= 1:
         results: Iterable[Any] = (_read_streams(str(path), t, render) for t in tasks)
-        yield from _merge(path, results, stats, bar)
-        return
-    ctx = mp.get_context("fork" if "fork" in mp.get_all_start_methods() else "spawn")
-    with ctx.Pool(workers) as pool:
-        yield from _merge(path, _bounded(pool, str(path), tasks, render, 4 * workers), stats, bar)
+        damaged = yield from _merge(path, results, stats, bar)
+    else:
+        ctx = mp.get_context("fork" if "fork" in mp.get_all_start_methods() else "spawn")
+        with ctx.Pool(workers) as pool:
+            results = _bounded(pool, str(path), tasks, render, 4 * workers)
+            damaged = yield from _merge(path, results, stats, bar)
+    if cut and not damaged:  # cut at a stream boundary: every stream read was whole, the rest is missing
+        stats.skip("truncated_stream")
+        log.warning("%s: the dump ends at byte %d but its index lists streams up to byte %d; it is truncated "
+                    "(kept the pages before the cut)", path, size, offsets[-1])
 
 
 def _bounded(
@@ -262,7 +272,9 @@ def _bounded(
         yield res
 
 
-def _merge(path: Path, results: Iterable[Any], stats: CorpusStats, bar: Any) -> Iterator[tuple[str, Any]]:
+def _merge(path: Path, results: Iterable[Any], stats: CorpusStats, bar: Any
+           ) -> Generator[tuple[str, Any], None, bool]:
+    """Yields the pages of ``results`` in order; returns True when it stopped at a damaged stream."""
     try:
         n = 0
         for pages, skipped, damage, nbytes in results:
@@ -281,7 +293,8 @@ def _merge(path: Path, results: Iterable[Any], stats: CorpusStats, bar: Any) -> 
             log.warning("%s: %s (%s); kept the %d pages read before it", path,
                         "compressed stream is truncated or corrupt" if reason == "truncated_stream"
                         else "malformed XML", detail, n)
-            return
+            return True
+        return False
     finally:
         bar.close()
 

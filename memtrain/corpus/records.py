@@ -1,9 +1,10 @@
 """Readers of record files: JSON lines, Parquet, plain text and Hugging Face ``datasets``.
 
-Each yields ``(title, text)`` documents. A bad record never stops a read: a line that is not UTF-8
+Each yields ``(title, text)`` documents. A bad record does not stop a read: a line that is not UTF-8
 (``non_utf8``), not a JSON object (``bad_record``) or lacks the title/text field (``missing_field``) is
-skipped and counted. When *no* record has the fields, the reader raises instead, naming the fields it
-did find, because that is a wrong ``title_field``/``text_field`` rather than a few bad rows.
+skipped and counted as a loss (or raises at once with ``CorpusStats(strict=True)``, naming the file and
+line or record). When *no* record has the fields, the reader raises instead, naming the fields it did
+find, because that is a wrong ``title_field``/``text_field`` setting rather than a few bad rows.
 """
 
 from __future__ import annotations
@@ -21,33 +22,38 @@ from memtrain.errors import MemtrainError
 # Records without the fields, before any good one, after which the field names are taken to be wrong.
 _MISSING_LIMIT = 100
 log = logging.getLogger(__name__)
+FIELD_SETTINGS = ("set title_field=NAME and text_field=NAME (settings of `memtrain data build`) to the right "
+                  "names")
 
 
 def _documents(
     rows: Iterable[Any], where: str, title_field: str, text_field: str, stats: CorpusStats
 ) -> Iterator[tuple[str, str]]:
     good = missing = 0
-    for row in rows:
+    fields: list[str] = []
+    for n, row in enumerate(rows, 1):
         if not isinstance(row, dict):
+            stats.where = f"{where}, record {n}"
             stats.skip("bad_record")
             continue
         title, text = row.get(title_field), row.get(text_field)
         if not isinstance(title, str) or not isinstance(text, str):
-            stats.skip("missing_field")
             missing += 1
+            fields = sorted(row)
             if not good and missing >= _MISSING_LIMIT:
                 raise MemtrainError(
                     f"{where}: the first {missing} records lack a string {title_field!r} or {text_field!r} "
-                    f"field (fields found: {', '.join(sorted(row)) or 'none'}); "
-                    "set title_field/text_field to the right names"
+                    f"field (fields found: {', '.join(fields) or 'none'}); {FIELD_SETTINGS}"
                 )
+            stats.where = f"{where}, record {n} (fields: {', '.join(fields) or 'none'})"
+            stats.skip("missing_field")
             continue
         good += 1
         yield title, text
     if missing and not good:
         raise MemtrainError(
-            f"{where}: no record has a string {title_field!r} and {text_field!r} field; "
-            "set title_field/text_field to the right names"
+            f"{where}: no record has a string {title_field!r} and {text_field!r} field (fields found: "
+            f"{', '.join(fields) or 'none'}); {FIELD_SETTINGS}"
         )
 
 
@@ -64,17 +70,19 @@ def _json_rows(path: Path, stats: CorpusStats) -> Iterator[Any]:
                 ) from e
             yield from rows
             return
-        for raw in f:
+        for lineno, raw in enumerate(f, 1):
             if not raw.strip():
                 continue
             try:
                 line = raw.decode("utf-8")
             except UnicodeDecodeError:
+                stats.where = f"{path}, line {lineno}"
                 stats.skip("non_utf8")
                 continue
             try:
                 yield json.loads(line)
             except json.JSONDecodeError:
+                stats.where = f"{path}, line {lineno}"
                 stats.skip("bad_record")
 
 
@@ -92,6 +100,7 @@ def iter_json_documents(
     try:
         yield from _documents(_json_rows(path, stats), str(path), title_field, text_field, stats)
     except (OSError, EOFError) as e:  # e.g. a truncated .jsonl.gz: keep what was read
+        stats.where = str(path)
         stats.skip("truncated_stream")
         log.warning("%s: stream ends early (%s); kept the records read before it", path, e)
 
@@ -112,7 +121,7 @@ def iter_parquet_documents(
     if absent:
         raise MemtrainError(
             f"{path}: no column {', '.join(map(repr, absent))} (columns: {', '.join(sorted(names))}); "
-            "set title_field/text_field to the right names"
+            f"{FIELD_SETTINGS}"
         )
 
     def rows() -> Iterator[dict[str, Any]]:
@@ -128,6 +137,7 @@ def iter_text_document(path: Path, stats: CorpusStats) -> Iterator[tuple[str, st
     try:
         text = path.read_bytes().decode("utf-8")
     except UnicodeDecodeError:
+        stats.where = str(path)
         stats.skip("non_utf8")
         return
     yield path.stem, text

@@ -58,8 +58,9 @@ def _embedded_path() -> Path:
     spec = importlib.util.find_spec("gensim")
     if spec is None or not spec.submodule_search_locations:
         raise MemtrainError(
-            "the embedded corpus is a Wikipedia dump excerpt shipped inside the gensim package, which is "
-            "not installed: pip install 'memtrain[wiki]' (or pass a dump/.jsonl/.parquet path)"
+            "the embedded corpus is a Wikipedia dump excerpt shipped inside the gensim package, a dependency "
+            "of memtrain that is not installed here: pip install 'gensim>=4.3' (or pass corpus=PATH: a "
+            "dump, .jsonl or .parquet file)"
         )
     path = Path(next(iter(spec.submodule_search_locations))) / GENSIM_DUMP
     if not path.is_file():
@@ -220,6 +221,7 @@ def _documents(
     """(kind, documents, source name) per file of the source."""
     if resolved.startswith("hf:"):
         name, split = resolved[3:].rsplit(":", 1)
+        stats.where = resolved
         docs = iter_hf_documents(name, split, title_field, text_field, stats)
         yield "records", _bar(docs, resolved, progress), name
         return
@@ -227,6 +229,7 @@ def _documents(
     files = _files(path) if path.is_dir() else [path]
     for f in files:
         kind, name = _kind(f)  # type: ignore[misc]
+        stats.where = str(f)  # names the file in a strict read's error
         if source.strip() == EMBEDDED_CORPUS:
             name = EMBEDDED_CORPUS
         index = find_index(f) if kind == "wiki" and workers > 1 else None

@@ -6,7 +6,8 @@ version (``export-0.10``, ``0.11``, ...) works. Only articles (namespace 0) are 
 disambiguation pages are skipped and counted.
 
 A damaged file does not lose what was already read: a truncated/corrupt compressed stream or malformed
-XML ends that file with a logged warning and a counted skip (``truncated_stream`` / ``malformed_xml``).
+XML ends that file with a logged warning and a counted skip (``truncated_stream`` / ``malformed_xml``),
+which a build reports as a loss (``CorpusStats(strict=True)`` raises instead).
 A file that is not a dump at all (wrong format from the first bytes) raises :class:`MemtrainError`.
 """
 
@@ -190,6 +191,7 @@ def iter_pages(
     path = Path(path)
     stats = stats if stats is not None else CorpusStats()
     stats.files += 1
+    stats.where = str(path)
     size = os.path.getsize(path)
     with (
         open(path, "rb") as raw_file,

@@ -20,7 +20,7 @@ from memtrain.records import MemTask
 from memtrain.scoring import extract_answer, score_all
 
 from .results import check_run_info, run_resumable, timed, write_metrics
-from .runner import RESULTS, task_row
+from .runner import RESULTS, length_of, task_row
 
 SKIPPED_TOO_LONG = "skipped: too long"
 
@@ -71,7 +71,7 @@ def evaluate_full_context(
                 text = by_row[i].text
                 row.update(prediction=extract_answer(text, answer_mode), response=text,
                            metrics=score_all(text, task.answers, answer_mode),
-                           seconds=round(secs / len(fits), 3))
+                           seconds=round(secs / len(fits), 3), batch_size=len(fits))
             else:
                 row.update(prediction=None, response=None, metrics=None, skipped=SKIPPED_TOO_LONG,
                            seconds=None)
@@ -79,7 +79,7 @@ def evaluate_full_context(
         return rows
 
     rows = run_resumable(out / RESULTS, tasks, lambda t: t.id, process, batch_size, resume, on_batch,
-                         desc=label or "full context", progress=progress)
+                         desc=label or "full context", progress=progress, group=length_of)
     header = {
         "label": label or "full context",
         "method": "full-context",

@@ -5,6 +5,10 @@ document length in tokens underneath) plus the average over lengths, as in the p
 ``–`` when a method has no scored question at that length (e.g. the full-context baseline beyond the
 model's window); the average is taken over the lengths where every method was scored, and the table says
 which when that is not all of them. With several samples per question the spread over samples follows ±.
+
+The plot marks each point with the questions scored there (``n=``; ``n=40×4`` for 40 questions
+answered 4 times each) and, with several samples per question, draws the spread over samples (± one
+standard deviation of the per-sample means) as error bars; with one sample it says there is none to draw.
 """
 
 from __future__ import annotations
@@ -58,6 +62,11 @@ def _value(group: dict[str, Any] | None, metric: str) -> float | None:
     return group.get("accuracy" if metric == "accuracy" else metric)
 
 
+def _spread(group: dict[str, Any] | None, metric: str) -> float | None:
+    """The standard deviation of ``metric`` over samples (None with one sample per question)."""
+    return (group or {}).get(f"{metric}_sd")
+
+
 def markdown_table(metrics: Sequence[dict[str, Any]], metric: str = "accuracy") -> str:
     """A markdown table of ``metric`` (percent) per method and context length, plus the average."""
     lengths = _lengths(metrics)
@@ -70,8 +79,8 @@ def markdown_table(metrics: Sequence[dict[str, Any]], metric: str = "accuracy") 
         for n in lengths:
             g = m["by_length"].get(n)
             v = _value(g, metric)
-            sd = f" ± {100 * g['accuracy_sd']:.1f}" if v is not None and metric == "accuracy" and \
-                g.get("accuracy_sd") is not None else ""
+            sd = f" ± {100 * _spread(g, metric):.1f}" if v is not None and _spread(g, metric) is not None \
+                else ""
             cells.append("–" if v is None else f"{100 * v:.1f}{sd}")
         scored = [_value(m["by_length"][n], metric) for n in common]
         avg = "–" if not scored else f"{100 * sum(scored) / len(scored):.1f}"  # type: ignore[arg-type]
@@ -88,35 +97,60 @@ def markdown_table(metrics: Sequence[dict[str, Any]], metric: str = "accuracy") 
 def plot_accuracy(metrics: Sequence[dict[str, Any]], path: str | Path, metric: str = "accuracy",
                   title: str | None = None) -> Path:
     """PNG of ``metric`` vs mean context length in tokens (log x), one line per method."""
+    import matplotlib.pyplot as plt
+
+    fig = accuracy_figure(metrics, metric, title)
+    path = Path(path)
+    with atomic_open(path, "wb") as f:
+        fig.savefig(f, format="png")
+    plt.close(fig)
+    return path
+
+
+def accuracy_figure(metrics: Sequence[dict[str, Any]], metric: str = "accuracy", title: str | None = None
+                    ) -> Any:
+    """The matplotlib figure of :func:`plot_accuracy`: a point per length, marked with its ``n``, and the
+    spread over samples as error bars."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(6.4, 4.2), dpi=120)
+    samples = set()
     for m in metrics:
-        xs, ys = [], []
+        pts = []  # (tokens, value %, spread %, n scored)
         for g in m["by_length"].values():
             v = _value(g, metric)
             if v is not None and g.get("mean_tokens"):
-                xs.append(g["mean_tokens"])
-                ys.append(100 * v)
-        order = sorted(range(len(xs)), key=xs.__getitem__)
-        ax.plot([xs[i] for i in order], [ys[i] for i in order], marker="o", label=m.get("label", "?"))
+                sd = _spread(g, metric)
+                n, k = g.get("n_scored", g.get("n")), g.get("samples", 1)
+                n = f"{n // k}×{k}" if k > 1 and n % k == 0 else n  # questions × samples
+                pts.append((g["mean_tokens"], 100 * v, None if sd is None else 100 * sd, n))
+                samples.add(g.get("samples", 1))
+        pts.sort()
+        if not pts:
+            continue
+        xs, ys, sds, ns = zip(*pts, strict=True)
+        spread = [0.0 if sd is None else sd for sd in sds]
+        line = ax.errorbar(xs, ys, yerr=spread if any(sds) else None, marker="o", capsize=3,
+                           label=m.get("label", "?"))
+        for x, y, n in zip(xs, ys, ns, strict=True):
+            ax.annotate(f"n={n}", (x, y), textcoords="offset points", xytext=(4, 5), fontsize=7,
+                        color=line.lines[0].get_color())
+    many = sorted(k for k in samples if k > 1)
+    note = f"bars: ± sd over {'/'.join(map(str, many))} samples per question" if many else \
+        "1 sample per question: no spread over samples"
     ax.set_xscale("log")
     ax.set_xlabel("context length (tokens, log scale)")
     ax.set_ylabel(f"{metric} (%)")
     ax.set_ylim(-2, 102)
     ax.grid(True, alpha=0.3)
-    ax.legend()
+    ax.legend(title=note, title_fontsize=7)
     if title:
         ax.set_title(title)
     fig.tight_layout()
-    path = Path(path)
-    with atomic_open(path, "wb") as f:
-        fig.savefig(f, format="png")
-    plt.close(fig)
-    return path
+    return fig
 
 
 def write_report(metrics_paths: Sequence[str | Path], out_dir: str | Path, metric: str = "accuracy",

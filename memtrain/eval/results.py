@@ -10,6 +10,10 @@ the prediction inside the gold, :func:`memtrain.scoring.accuracy`), as it report
 inside the prediction only, word-bounded), EM, F1 and strict EM are reported beside it; a missing
 ``\\boxed{}`` scores 0 and is counted as ``no_boxed``. Questions skipped by a baseline (e.g. too long for
 the model's context) are counted in ``n_skipped`` and excluded from every mean, never scored as wrong.
+
+Time: a batch of documents is read turn by turn together, so only a batch's wall time is measured. The
+runners cut batches within one context length (``group`` of :func:`run_resumable`), and a length's
+``seconds_per_question`` is the wall time of its own batches divided by its questions (:data:`TIME_NOTE`).
 """
 
 from __future__ import annotations
@@ -34,6 +38,10 @@ HEADLINE_NOTE = (
     "strict_em reported beside it"
 )
 METRIC_KEYS = ("accuracy", "sub_em", "em", "f1", "strict_em", "boxed")
+TIME_NOTE = (
+    "seconds_per_question = wall time of that length's batches / its questions; documents of a batch are "
+    "read together (batch_size each), and a batch holds one length, so no length's time includes another's"
+)
 
 
 def check_run_info(out_dir: Path, run_info: dict[str, Any] | None, resume: bool) -> None:
@@ -65,12 +73,16 @@ def run_resumable(
     on_batch: Callable[[int, list[dict[str, Any]]], None] | None = None,
     desc: str = "eval",
     progress: bool = True,
+    group: Callable[[T], Any] | None = None,
 ) -> list[dict[str, Any]]:
     """Process ``items`` in batches, appending each batch's rows (each with ``id``) to ``path``.
 
     Returns the rows of ``items`` in input order, including rows found from an earlier run. A torn last
     line (a kill mid-write) is dropped and the file rewritten clean before appending. ``on_batch(i, rows)``
     is called after batch i has been flushed (progress hooks; tests use it to simulate a kill).
+
+    With ``group`` (e.g. the context length), a batch never mixes groups: the items still to do are taken
+    group by group, in order of first appearance, so a batch's wall time belongs to one group alone.
     """
     if batch_size <= 0:
         raise MemtrainError(f"batch_size must be positive, got {batch_size}")
@@ -84,18 +96,21 @@ def run_resumable(
     # rewrite what survived so appends never land after a torn line (and old duplicates disappear)
     write_jsonl(path, list(done.values()))
     todo = [it for it, i in zip(items, ids, strict=True) if i not in done]
+    by_group: dict[Any, list[T]] = {}
+    for it in todo:
+        by_group.setdefault(group(it) if group else None, []).append(it)
+    batches = [g[b : b + batch_size] for g in by_group.values() for b in range(0, len(g), batch_size)]
     with open(path, "a", encoding="utf-8") as f, progress_bar(
         total=len(items), initial=len(items) - len(todo), desc=desc, unit="q", disable=not progress
     ) as bar:
-        for b in range(0, len(todo), batch_size):
-            batch = todo[b : b + batch_size]
+        for b, batch in enumerate(batches):
             rows = process(batch)
             for row in rows:
                 append_jsonl(f, row)
                 done[str(row["id"])] = row
             bar.update(len(batch))
             if on_batch is not None:
-                on_batch(b // batch_size, rows)
+                on_batch(b, rows)
     return [done[i] for i in ids]
 
 
@@ -125,10 +140,11 @@ def summarise(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
     out["mean_chunks"] = _mean([r["n_chunks"] for r in rows if r.get("n_chunks") is not None])
     out["seconds_per_question"] = _mean([r["seconds"] for r in scored if r.get("seconds") is not None])
     samples = sorted({r["sample"] for r in scored if r.get("sample") is not None})
-    if len(samples) > 1:  # several answers per question: the spread of the accuracy over samples
-        per = [_mean([r["metrics"][HEADLINE] for r in scored if r.get("sample") == k]) for k in samples]
+    if len(samples) > 1:  # several answers per question: the spread of each score over samples
         out["samples"] = len(samples)
-        out["accuracy_sd"] = statistics.stdev(per)
+        for k in METRIC_KEYS:
+            per = [_mean([r["metrics"][k] for r in scored if r.get("sample") == j]) for j in samples]
+            out[f"{k}_sd"] = statistics.stdev(per)  # type: ignore[arg-type]
     return out
 
 
@@ -142,6 +158,7 @@ def aggregate(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
     return {
         "headline_metric": HEADLINE,
         "headline_note": HEADLINE_NOTE,
+        "time_note": TIME_NOTE,
         "by_length": by_length,
         "overall": summarise(rows),
         "average_over_lengths": _mean(accs),

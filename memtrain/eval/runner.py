@@ -35,6 +35,11 @@ def task_row(task: MemTask) -> dict[str, Any]:
     }
 
 
+def length_of(task: MemTask) -> Any:
+    """The context length a task is reported under (``n_docs``): batches never mix two."""
+    return task.meta.get("n_docs")
+
+
 def evaluate(
     engine: Engine,
     tasks: Sequence[MemTask],
@@ -52,8 +57,11 @@ def evaluate(
     """Run the memory agent on ``tasks`` in batches; write ``results.jsonl`` and ``metrics.json``.
 
     Each row holds: id, question, answers, prediction (the boxed answer or None), response, metrics
-    (``score_all``), n_docs, n_tokens, n_chunks and seconds (the batch's wall time divided by its size).
-    Returns the metrics dict (see :mod:`memtrain.eval.results` for the headline metric).
+    (``score_all``), n_docs, n_tokens, n_chunks, seconds (the batch's wall time divided by its size) and
+    batch_size. Documents read together are turn-synchronous, so their time cannot be told apart; batches
+    therefore hold one context length each (:func:`length_of`), and a length's ``seconds_per_question`` is
+    the wall time of its own batches over its questions. Returns the metrics dict (see
+    :mod:`memtrain.eval.results` for the headline metric).
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -72,12 +80,13 @@ def evaluate(
                 "final_memory": tr.memories[-1],
                 "metrics": score_all(tr.response, task.answers, agent_cfg.answer_mode),
                 "seconds": round(secs / len(batch), 3),
+                "batch_size": len(batch),
             })
         return rows
 
     try:
         rows = run_resumable(out / RESULTS, tasks, lambda t: t.id, process, batch_size, resume, on_batch,
-                             desc=label or "memory agent", progress=progress)
+                             desc=label or "memory agent", progress=progress, group=length_of)
     finally:
         if trace_f is not None:
             trace_f.close()

@@ -66,8 +66,23 @@ from memtrain.tasks.taskset import (
 
 log = logging.getLogger(__name__)
 
-BUILDER_VERSION = 3  # bump when a change alters the tasks produced for the same config
+# Bump when a change alters the tasks produced for the same config (the config hash changes with it, so
+# an old task set is never resumed as if it were new). History:
+#   v1  first builder (E2E + IMR candidates, sharded JSONL/Parquet)
+#   v2  typed config tree; manifest.json with tokenizer fingerprint, budgets and source hashes
+#   v3  masking hides identifying parts of names (bare surnames, unqualified place names)
+#   v4  masking hides derived forms too (plurals, demonyms, -ism/-ist: "Algerian" of "Algeria",
+#       "cognitive sciences" of "cognitive science"; memtrain.tasks.masking.derived_forms), also in IMR
+#       candidates; num_tasks beyond the pool is capped at the pool (shards no longer fill up with empty
+#       ones); manifest records source losses (``losses``) and is ``complete`` only without them;
+#       title_field/text_field settings for record files
+BUILDER_VERSION = 4
 SHARD_STATS_DIR = "shard_stats"
+# More tasks than any corpus can give (a full English Wikipedia dump has ~40M passages of 200 words): a
+# typo, refused before the corpus is read.
+MAX_NUM_TASKS = 100_000_000
+# A num_tasks this many times the pool is a mistake (wrong corpus or an extra zero), not a cap to apply.
+FAR_BEYOND_POOL = 100
 
 
 @dataclass
@@ -90,9 +105,15 @@ class BuildConfig:
     retriever: Literal["bm25", "dense"] = option(
         "e2e related passages: bm25, or dense (all-MiniLM-L6-v2 embeddings, cached on disk)", "bm25")
     limit_pages: int | None = option("e2e: read at most this many corpus pages", None)
+    title_field: str = option("e2e, .jsonl/.parquet/hf: sources: the field holding a record's title", "title")
+    text_field: str = option("e2e, .jsonl/.parquet/hf: sources: the field holding a record's text", "text")
+    strict: bool = option("e2e: stop with an error at the first loss of input (a truncated or corrupt dump, "
+                          "a record that is not UTF-8 / not JSON / lacks its fields) instead of counting it "
+                          "in manifest.json (`losses`; the task set is then not `complete`)", False)
     max_passage_words: int = option("e2e: split longer paragraphs, in words", 200)
     min_passage_words: int = option("e2e: drop shorter passages, in words", 20)
-    num_tasks: int | None = option("e2e tasks to build (None: try every passage once as pivot)", None)
+    num_tasks: int | None = option("e2e tasks to build (None: try every passage once as pivot); at most one "
+                                   "per passage of the corpus, so more is capped at the pool's size", None)
     e2e: E2EConfig = option("how each E2E task is built (defaults: the paper's)", factory=E2EConfig)
     longqa: LongQAConfig = option("how long-QA tasks are built", factory=LongQAConfig)
     search_corpus: SearchCorpusConfig = option("what the search corpus holds", factory=SearchCorpusConfig)
@@ -107,6 +128,11 @@ class BuildConfig:
     def validate(self) -> None:
         if self.num_tasks is not None and self.num_tasks < 1:
             raise MemtrainError(f"BuildConfig.num_tasks must be >= 1, got {self.num_tasks}")
+        if self.num_tasks is not None and self.num_tasks > MAX_NUM_TASKS:
+            raise MemtrainError(
+                f"BuildConfig.num_tasks={self.num_tasks:,} is more tasks than any corpus can give (one per "
+                f"passage; a full English Wikipedia has ~40M): at most {MAX_NUM_TASKS:,}, or num_tasks=null "
+                "for one task per passage")
         for name in ("shard_size", "workers"):
             if getattr(self, name) < 1:
                 raise MemtrainError(f"BuildConfig.{name} must be >= 1, got {getattr(self, name)}")
@@ -114,13 +140,13 @@ class BuildConfig:
     def identity(self) -> dict[str, Any]:
         """What the tasks depend on (for ``kind`` only its own section); its hash guards resume."""
         d = asdict(self)
-        for k in ("workers", "out", "overwrite", "progress", "search_corpus", "searchqa"):
+        for k in ("workers", "out", "overwrite", "progress", "strict", "search_corpus", "searchqa"):
             d.pop(k)
         if self.kind == "e2e":
             d.pop("longqa")
         else:
             for k in ("corpus", "entities", "retriever", "limit_pages", "max_passage_words",
-                      "min_passage_words", "num_tasks", "e2e"):
+                      "min_passage_words", "num_tasks", "e2e", "title_field", "text_field"):
                 d.pop(k)
         d["builder_version"] = BUILDER_VERSION
         return d
@@ -145,20 +171,57 @@ def build(cfg: BuildConfig, after_shard: Callable[[int], None] | None = None) ->
         return build_searchqa(cfg)
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     out = Path(cfg.out)
+    if cfg.kind == "e2e":  # a missing corpus (the embedded one: gensim) first, before any model work
+        from memtrain.corpus.sources import resolve_source
+
+        resolve_source(cfg.corpus)
+    check_out(out)
     tokenizer = resolve_tokenizer(cfg.tokenizer)  # fail on a bad tokenizer before reading a big input
     sources = source_files(cfg)
-    out.mkdir(parents=True, exist_ok=True)
+    make_out(out)
     manifest = start_manifest(cfg, tokenizer, sources)
     write_json(out / "config.json", asdict(cfg))
     stats = build_e2e(cfg, tokenizer, after_shard) if cfg.kind == "e2e" else build_longqa(cfg, tokenizer)
-    manifest.complete, manifest.n_tasks = True, stats["documents"]
+    losses = stats.get("corpus", {}).get("losses", {})
+    manifest.finished, manifest.losses, manifest.n_tasks = True, losses, stats["documents"]
+    manifest.complete = not losses  # only a source read to its end without loss gives a complete set
     manifest.longest_task_chunks = max((int(k) for k in stats["chunks_per_doc"]), default=0)
     write_manifest(out, manifest)
     drops = f", {stats['pivots_tried']} pivots tried, drops {stats['drops'] or 'none'}" if "drops" in stats \
         else ""
-    print(f"built {stats['documents']} {cfg.kind} tasks in {stats['shards']} shard(s) -> {out}{drops} "
-          f"({stats['timings']['total_s']} s)")
+    wanted = stats.get("requested_tasks")
+    capped = f" (of num_tasks={wanted}: one per passage of the pool)" \
+        if wanted and wanted > stats["pool_passages"] else ""
+    print(f"built {stats['documents']} {cfg.kind} tasks{capped} in {stats['shards']} shard(s) -> {out}"
+          f"{drops} ({stats['timings']['total_s']} s){loss_note(losses)}")
     return stats
+
+
+def loss_note(losses: dict[str, int]) -> str:
+    """What the CLI's last line and the data card say about input lost to damage (empty when none)."""
+    if not losses:
+        return ""
+    what = ", ".join(f"{k} {v}" for k, v in losses.items())
+    return (f"; INPUT LOST: {what} (the source was not read whole; manifest.json: complete=false; "
+            "strict=true makes this an error)")
+
+
+def check_out(out: Path) -> None:
+    """``out`` must be a folder (or not exist yet): said before any corpus or tokenizer work."""
+    if out.exists() and not out.is_dir():
+        raise MemtrainError(f"out={out} is a file, not a folder; a task set is a folder of shards and "
+                            "manifest.json: choose out=DIR")
+    parent = next((p for p in out.parents if p.exists()), None)
+    if parent is not None and not parent.is_dir():
+        raise MemtrainError(f"out={out}: {parent} is a file, not a folder; choose out=DIR")
+
+
+def make_out(out: Path) -> None:
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise MemtrainError(f"out={out}: cannot create the folder ({e.strerror or e}); choose another "
+                            "out=DIR") from None
 
 
 def source_files(cfg: BuildConfig) -> list[SourceFile]:
@@ -251,11 +314,15 @@ def read_pool(cfg: BuildConfig) -> tuple[list[Passage], dict[str, Any]]:
     """All passages of the corpus (the pool) and the reader's statistics."""
     from memtrain.corpus import CorpusStats, iter_passages
 
-    stats = CorpusStats()
+    stats = CorpusStats(strict=cfg.strict)
     passages = list(iter_passages(cfg.corpus, entities=cfg.entities, max_passage_words=cfg.max_passage_words,
                                   min_passage_words=cfg.min_passage_words, limit_pages=cfg.limit_pages,
-                                  stats=stats, workers=cfg.workers))
-    cstats = stats.as_dict()
+                                  stats=stats, title_field=cfg.title_field, text_field=cfg.text_field,
+                                  workers=cfg.workers))
+    cstats = {**stats.as_dict(), "losses": stats.losses()}
+    if stats.losses():
+        log.warning("corpus %r: input lost to damage (%s); building from what was read; the task set will "
+                    "not be marked complete (strict=true makes this an error)", cfg.corpus, stats.losses())
     if not passages:
         raise MemtrainError(f"corpus {cfg.corpus!r} yielded no passages (read: {cstats}); check the path and "
                             "format, or lower min_passage_words")
@@ -284,9 +351,15 @@ def build_e2e(cfg: BuildConfig, tokenizer: Any, after_shard: Callable[[int], Non
         retriever.index([f"{p.title} {p.text}" for p in passages])
     t_index = time.perf_counter()
 
-    n_total = cfg.num_tasks or len(pool)
+    n_total = min(cfg.num_tasks or len(pool), len(pool))  # each passage is a pivot at most once
+    if cfg.num_tasks and cfg.num_tasks > FAR_BEYOND_POOL * len(pool):
+        raise MemtrainError(
+            f"num_tasks={cfg.num_tasks:,} is far beyond what corpus {cfg.corpus!r} can give: each of its "
+            f"{len(pool):,} passages is a pivot at most once, so at most {len(pool):,} tasks; lower "
+            "num_tasks (or num_tasks=null for one per passage), or use a larger corpus")
     if cfg.num_tasks and cfg.num_tasks > len(pool):
-        log.warning("num_tasks=%d exceeds the %d passages; each pivot is used once", n_total, len(pool))
+        log.warning("num_tasks=%d exceeds the %d passages; each is a pivot once, so at most %d tasks",
+                    cfg.num_tasks, len(pool), n_total)
     n_shards = math.ceil(n_total / cfg.shard_size)
     targets = [min(cfg.shard_size, n_total - s * cfg.shard_size) for s in range(n_shards)]
     perm = list(range(len(pool)))
@@ -329,6 +402,8 @@ def build_e2e(cfg: BuildConfig, tokenizer: Any, after_shard: Callable[[int], Non
         "workers": cfg.workers,
     }
     stats = summarise(all_stats, corpus_stats, len(pool), cfg, timings)
+    if cfg.num_tasks:
+        stats["requested_tasks"] = cfg.num_tasks
     write_json(out / "stats.json", stats)
     with atomic_open(out / "README.md") as f:
         f.write(data_card(cfg, stats))
@@ -530,13 +605,17 @@ def summarise(
 
 def data_card(cfg: BuildConfig, stats: dict[str, Any]) -> str:
     t = stats["tokens_per_doc"]
+    losses = stats["corpus"].get("losses", {})
+    lost = ", ".join(f"{k}: {v}" for k, v in losses.items())
+    read = (f"**NOT read whole: input lost to damage** ({lost}); the tasks come from what could be read, "
+            "and manifest.json says `complete: false`") if losses else "no input lost to damage"
     return f"""# memtrain E2E tasks
 
 Self-supervised masked-entity reconstruction tasks (MemTrain Task E2E, with IMR candidates), built by
 `memtrain data build` (builder v{BUILDER_VERSION}, config hash `{config_hash(cfg.identity())}`).
 
 - **Source corpus:** `{cfg.corpus}` (entities: `{cfg.entities}`, pages limit: {cfg.limit_pages}); \
-{stats['pool_passages']} passages in the pool.
+{stats['pool_passages']} passages in the pool; {read}.
 - **Documents:** {stats['documents']} in {stats['shards']} `{cfg.format}` shard(s); \
 {stats['pivots_tried']} pivots tried, drops: {stats['drops'] or 'none'}.
 - **Tokens per document** ({cfg.tokenizer} tokenizer): min {t['min']}, mean {t['mean']}, max {t['max']}.

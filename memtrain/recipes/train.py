@@ -110,6 +110,7 @@ def train(cfg: TrainConfig) -> Path:
                                 f"config gives {sampler.position(start)}; resume with the same batch_size")
         engine.sync_weights(model)
         say(f"resuming from {last} (step {start})")
+    check_disk(out, model, optimizer, cfg, start)
     write_json(out / "config.json", to_dict(cfg))
     log = MetricsLog(out, cfg, resume_step=start)
     progress = cfg.log.progress
@@ -129,6 +130,7 @@ def train(cfg: TrainConfig) -> Path:
     bar = progress_bar(range(start + 1, cfg.steps + 1), desc="train", unit="step", disable=not progress,
                        initial=start, total=cfg.steps)
     updates = 0  # optimizer steps this invocation made
+    groups = dict.fromkeys(("groups/e2e", "groups/e2e_dropped", "groups/imr", "groups/imr_dropped"), 0.0)
     for step in bar:
         t0 = time.perf_counter()
         batch = [train_tasks[i] for i in sampler.indices(step)]
@@ -146,6 +148,8 @@ def train(cfg: TrainConfig) -> Path:
                                    progress=progress)
         lc = cfg.loss
         rows, row_stats = build_rows(rollouts, lc.adv_scale, lc.dapo_filter, lc.mask_truncated)
+        for k in groups:
+            groups[k] += row_stats.get(k, 0.0)
         t1 = time.perf_counter()
 
         # policy update, then the engine samples from the new weights
@@ -179,13 +183,61 @@ def train(cfg: TrainConfig) -> Path:
     log.close()
     plot_rewards(out / "metrics.jsonl", out / "rewards.png")
     final = save_final(model, tok, out / "final")
-    size = sum(f.stat().st_size for f in final.rglob("*") if f.is_file()) / 2**30
-    if updates == 0 and start < cfg.steps:
-        say(f"finished {cfg.steps - start} step(s) WITHOUT updating the model: every group had equal "
-            "rewards, so DAPO dropped them all (loss.dapo_filter). The model is at the floor on these tasks: "
-            "check the step-0 reward in metrics.jsonl; the micro preset is a setting with signal")
-    say(f"done; final model in {final} ({size:.2f} GiB), metrics in {out / 'metrics.jsonl'}")
+    size = sum(f.stat().st_size for f in final.rglob("*") if f.is_file())
+    ran = cfg.steps - start
+    if updates == 0 and ran > 0:
+        say(f"finished {ran} step(s) WITHOUT updating the model: every group had equal rewards, so DAPO "
+            "dropped them all (loss.dapo_filter). The model is at the floor on these tasks: check the step-0 "
+            "reward in metrics.jsonl; the micro preset is a setting with signal")
+    reward = cfg.rollout.reward
+    parts = (f"search_{cfg.search.reward}",) if searcher is not None else (f"e2e_{reward}", f"imr_{reward}")
+    summary = [held_out_change(out / "metrics.jsonl", cfg.steps, min(cfg.eval_docs, len(held_out)), parts)]
+    if updates == 0 and ran > 0:
+        summary.append(dropped_groups(groups, ran))
+    summary.append(f"final model in {final} ({ckpt.human(size)}), metrics in {out / 'metrics.jsonl'}")
+    say("done" + "".join(f"; {part}" for part in summary if part))
     return final
+
+
+def check_disk(out: Path, model: Any, optimizer: Any, cfg: TrainConfig, start: int) -> None:
+    """Say what the run will write (checkpoints and the final model) against the free space, and refuse
+    a run whose writes cannot fit before spending any time on it."""
+    weights, opt = ckpt.checkpoint_bytes(model, optimizer)
+    final = ckpt.weights_bytes(model)
+    saves = [s for s in range(start + 1, cfg.steps + 1)
+             if (cfg.save_every and s % cfg.save_every == 0) or s == cfg.steps]
+    at_once = min(len(saves), cfg.keep_checkpoints + 1) if cfg.keep_checkpoints else len(saves)
+    need = at_once * (weights + opt) + final
+    h = ckpt.human
+    say(f"disk: {len(saves)} checkpoint(s) of {h(weights + opt)} (weights {h(weights)} + optimizer state "
+        f"{h(opt)}), up to {at_once} on disk at once (keep_checkpoints={cfg.keep_checkpoints}), and the "
+        f"final model ({h(final)}): up to {h(need)}; {h(ckpt.free_bytes(out))} free in {out}")
+    ckpt.ensure_space(out, need, f"this run ({at_once} checkpoint(s) + the final model)",
+                      "; or keep fewer checkpoints (keep_checkpoints=1)")
+
+
+def held_out_change(metrics_path: Path, last_step: int, n_tasks: int, parts: tuple[str, ...]) -> str:
+    """``held-out reward a → b`` between the step-0 and the last step's held-out evaluations (resumed runs
+    included: both are in metrics.jsonl), with each of ``parts`` beside it; '' without such a pair."""
+    from memtrain.io import read_jsonl_tolerant
+
+    evals = {int(r["step"]): r for r in read_jsonl_tolerant(metrics_path) if "eval/coupled" in r}
+    if last_step == 0 or 0 not in evals or last_step not in evals:
+        return ""
+    before, after = evals[0], evals[last_step]
+    detail = ", ".join(f"{k} {before[f'eval/{k}']:.3f} → {after[f'eval/{k}']:.3f}" for k in parts
+                       if f"eval/{k}" in before and f"eval/{k}" in after)
+    return (f"held-out reward {before['eval/coupled']:.3f} → {after['eval/coupled']:.3f} from step 0 to "
+            f"{last_step} on {n_tasks} tasks" + (f" ({detail})" if detail else ""))
+
+
+def dropped_groups(groups: dict[str, float], steps: int) -> str:
+    """How many groups DAPO dropped over the steps this invocation ran."""
+    e2e, imr = int(groups["groups/e2e"]), int(groups["groups/imr"])
+    text = f"no optimizer step: DAPO dropped {int(groups['groups/e2e_dropped'])} of {e2e} E2E group(s)"
+    if imr:
+        text += f" and {int(groups['groups/imr_dropped'])} of {imr} IMR group(s)"
+    return text + f" over {steps} step(s), each with equal rewards"
 
 
 def evaluate_held_out(engine: Any, model: Any, tasks: list[MemTask], cfg: TrainConfig

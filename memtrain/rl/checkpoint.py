@@ -7,6 +7,11 @@ data-sampler position and the step — tensors and plain containers only, loaded
 It is written into a hidden temp folder and renamed into place, so a folder named ``checkpoint-<step>`` is
 always complete; a run killed mid-save leaves only a temp folder, which the next save or resume ignores.
 Resuming loads exactly these states, so the continuation is identical to an uninterrupted run.
+
+Disk: :func:`checkpoint_bytes` and :func:`weights_bytes` say what a checkpoint and the final model will
+take (the weights ``save_pretrained`` writes, and AdamW's two moments per trainable weight even before the
+first step has made them); :func:`ensure_space` refuses a write the file system has no room for, before
+anything is written, so a full disk never leaves a half-written checkpoint behind.
 """
 
 from __future__ import annotations
@@ -25,6 +30,59 @@ from memtrain.errors import MemtrainError
 
 STATE_FILE = "trainer_state.pt"
 _NAME = re.compile(r"^checkpoint-(\d+)$")
+
+
+def tensor_bytes(tensors: Any) -> int:
+    """Bytes of ``tensors``, each storage once (tied weights are saved once)."""
+    seen, total = set(), 0
+    for t in tensors:
+        key = (t.device.type, t.untyped_storage().data_ptr(), t.storage_offset(), tuple(t.shape))
+        if key not in seen:
+            seen.add(key)
+            total += t.numel() * t.element_size()
+    return total
+
+
+def weights_bytes(model: Any, adapter_only: bool = False) -> int:
+    """What ``save_pretrained`` writes for ``model``: every weight, or the trainable (LoRA) ones alone."""
+    if adapter_only:
+        return tensor_bytes(p for p in model.parameters() if p.requires_grad)
+    return tensor_bytes(model.state_dict().values())
+
+
+def checkpoint_bytes(model: Any, optimizer: torch.optim.Optimizer) -> tuple[int, int]:
+    """(weights, optimizer state) bytes of one checkpoint of ``model``: the adapter alone for LoRA; AdamW
+    keeps two moments per trainable weight, counted before the first step has made them."""
+    states = [v for st in optimizer.state.values() for v in st.values() if isinstance(v, torch.Tensor)]
+    trainable = tensor_bytes(p for g in optimizer.param_groups for p in g["params"] if p.requires_grad)
+    opt = tensor_bytes(states) if states else 2 * trainable
+    return weights_bytes(model, adapter_only=is_peft(model)), opt
+
+
+def free_bytes(folder: str | Path) -> int:
+    """Free bytes on the file system that holds ``folder`` (or its nearest existing parent)."""
+    p = Path(folder).resolve()
+    while not p.exists():
+        p = p.parent
+    return shutil.disk_usage(p).free
+
+
+def human(n: float) -> str:
+    """Bytes as a short decimal size: 1.62 GB, 37.8 MB."""
+    for unit, size in (("GB", 1e9), ("MB", 1e6), ("kB", 1e3)):
+        if n >= size:
+            return f"{n / size:.2f} GB" if unit == "GB" else f"{n / size:.1f} {unit}"
+    return f"{int(n)} B"
+
+
+def ensure_space(folder: str | Path, need: int, what: str, advice: str = "") -> int:
+    """Raise a :class:`MemtrainError` naming ``what`` when ``folder``'s file system has less than ``need``
+    bytes (+5% and 100 MB for logs and metadata) free; returns the free bytes."""
+    free = free_bytes(folder)
+    if free < need * 1.05 + 100e6:
+        raise MemtrainError(f"{what} needs about {human(need)} on disk, but {folder} has only {human(free)} "
+                            f"free; free some space or set out_dir on a larger disk{advice}")
+    return free
 
 
 def rng_state() -> dict[str, Any]:
@@ -74,8 +132,12 @@ def latest_checkpoint(out_dir: str | Path) -> Path | None:
 
 def save_checkpoint(out_dir: str | Path, step: int, model: Any, optimizer: torch.optim.Optimizer,
                     scheduler: Any, extra: dict[str, Any], keep: int = 0) -> Path:
-    """Write ``checkpoint-<step>`` atomically; keep only the ``keep`` newest (0 = keep all)."""
+    """Write ``checkpoint-<step>`` atomically; keep only the ``keep`` newest (0 = keep all). A file system
+    without room for it is refused before anything is written (:func:`ensure_space`)."""
     out = Path(out_dir)
+    last = latest_checkpoint(out)
+    kept = f"; the last good checkpoint {last} is intact" if last else ""
+    ensure_space(out, sum(checkpoint_bytes(model, optimizer)), f"checkpoint-{step}", kept)
     final = out / f"checkpoint-{step}"
     tmp = out / f".tmp-checkpoint-{step}"
     shutil.rmtree(tmp, ignore_errors=True)

@@ -39,7 +39,7 @@ from memtrain.rl import rewards
 from memtrain.rl.config import RolloutConfig
 from memtrain.scoring import extract_boxed
 from memtrain.seeds import derive_seed
-from memtrain.tasks.imr import pick_probe, probe_rng
+from memtrain.tasks.imr import maskable_chunks, pick_probe, probe_rng
 
 
 async def rollout_trajectory(
@@ -70,6 +70,15 @@ async def rollout_trajectory(
                             reward=coupled)
 
 
+def imr_conversations(task: MemTask, agent: AgentConfig, cfg: RolloutConfig) -> int:
+    """IMR answers one read of ``task`` costs: G2 when the chunks it reads give a probe, else none (whether
+    a probe exists depends on the task and the chunks read alone, not on what the memory says)."""
+    if not cfg.imr or task.kind == "qa":
+        return 0
+    n_read = min(len(task.chunks), agent.max_chunks or len(task.chunks))
+    return cfg.g2 if maskable_chunks(task, n_read) else 0
+
+
 def collect(
     engine: Engine,
     tasks: Sequence[MemTask],
@@ -90,8 +99,7 @@ def collect(
         lambda gen, task=task, copy=copy: rollout_trajectory(gen, task, copy, agent, cfg, seed)
         for task, (_, copy) in zip(reads, copy_keys(reads), strict=True)
     ]
-    per_imr = cfg.g2 if cfg.imr else 0
-    total = sum(n_conversations(t, agent) + (per_imr if t.kind != "qa" else 0) for t in reads)
+    total = sum(n_conversations(t, agent) + imr_conversations(t, agent, cfg) for t in reads)
     scored = run_sessions(engine, sessions, total=total, desc="rollout", progress=progress)
     out = Rollouts(tasks=tasks, g1=cfg.g1, trajectories=[s.trajectory for s in scored], doc_of=doc_of,
                    answer_rewards=[s.answer_reward for s in scored], imr=[s.imr for s in scored],

@@ -317,11 +317,13 @@ def plot_rewards(metrics_path: Path, png: Path) -> None:
 
 
 def save_final(model: Any, tok: Any, path: Path) -> Path:
-    """HF-format model + tokenizer, loadable by ``memtrain.models.load_model(path)`` (LoRA merged in)."""
+    """HF-format model + tokenizer, loadable by ``memtrain.models.load_model(path)`` (LoRA merged in);
+    refused before writing when the disk has no room for it."""
     if ckpt.is_peft(model):
         model = model.merge_and_unload()
     off = getattr(model, "activation_checkpointing_disable", None) or model.gradient_checkpointing_disable
     off()  # a no-op when it was off; the saved model should generate with its KV cache
+    ckpt.ensure_space(path.parent, ckpt.weights_bytes(model), f"the final model ({path})")
     tmp = path.with_name(f".tmp-{path.name}")
     shutil.rmtree(tmp, ignore_errors=True)
     model.save_pretrained(tmp)

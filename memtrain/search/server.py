@@ -9,139 +9,109 @@ JSON here lets any such agent use our corpus (BM25 or MiniLM, CPU only), and
   "score": float}, ...], ...]}``; with ``return_scores: false`` each inner list holds the documents
   themselves, as Search-R1 answers. ``contents`` is ``"Title"\\ntext``.
 - ``GET /health`` -> ``{"status": "ok", "passages": n, "retriever": kind}``.
-- A malformed request gets HTTP 400 ``{"detail": message}`` (FastAPI's error body); an unknown route 404.
+- A malformed request gets HTTP 400 ``{"detail": message}`` (FastAPI's error body); an unknown route 404;
+  every other error (408, 413, 503, 500) the same body.
 
-Standard library only (``http.server``, one thread per connection; searches are serialised by the index).
-Meant for a trusted network: there is no authentication.
+HTTP as ``memtrain serve`` (:mod:`memtrain.serving.http`: uvicorn + Starlette, a listen backlog of 2048, a
+concurrency bound with 503 beyond it, a body cap, read and keep-alive timeouts, strict JSON; knobs
+``http.*``). Searches run in Starlette's thread pool, serialised by the index's lock, so the event loop
+keeps accepting and answering while one runs. Meant for a trusted network: there is no authentication.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 from collections.abc import Callable
 from dataclasses import dataclass
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any, Literal
+
+from starlette.concurrency import run_in_threadpool
+from starlette.requests import Request
+from starlette.responses import Response
+from starlette.routing import Route
 
 from memtrain.config import option
 from memtrain.errors import MemtrainError
 from memtrain.search.backends import DEFAULT_TOPK, SearchBackend
+from memtrain.serving.http import HTTPConfig, HTTPServer, json_response, read_body
+from memtrain.serving.protocol import ApiError, BadRequest, loads, show
 
 log = logging.getLogger(__name__)
 
 
-class BadRequest(Exception):
-    """A client error, answered with HTTP 400."""
-
-
 def parse_retrieve(body: Any, default_topk: int, max_topk: int, max_queries: int
                    ) -> tuple[list[str], int, bool]:
-    """(queries, topk, return_scores) of a ``/retrieve`` body; :class:`BadRequest` when it is invalid."""
+    """(queries, topk, return_scores) of a ``/retrieve`` body; :class:`BadRequest` (400) if it is invalid."""
     if not isinstance(body, dict):
         raise BadRequest("the request body must be a JSON object {\"queries\": [...], \"topk\": k}")
     queries = body.get("queries")
     if not isinstance(queries, list) or not all(isinstance(q, str) for q in queries):
-        raise BadRequest("'queries' must be a list of strings")
+        raise BadRequest("'queries' must be a list of strings", "queries")
     if len(queries) > max_queries:
-        raise BadRequest(f"at most {max_queries} queries per request, got {len(queries)}")
+        raise BadRequest(f"at most {max_queries} queries per request, got {len(queries)}", "queries")
     topk = body.get("topk")
     if topk is None:
         topk = default_topk
     elif isinstance(topk, bool) or not isinstance(topk, int) or not 1 <= topk <= max_topk:
-        raise BadRequest(f"'topk' must be an integer in [1, {max_topk}], got {topk!r}")
+        raise BadRequest(f"'topk' must be an integer in [1, {max_topk}], got {show(topk)}", "topk")
     scores = body.get("return_scores", False)
     if not isinstance(scores, bool):
-        raise BadRequest(f"'return_scores' must be true or false, got {scores!r}")
+        raise BadRequest(f"'return_scores' must be true or false, got {show(scores)}", "return_scores")
     return queries, topk, scores
 
 
-class _Handler(BaseHTTPRequestHandler):
-    server: RetrieverHTTPServer
-    protocol_version = "HTTP/1.1"  # keep-alive: an agent searches at every step
+class RetrieverHTTPServer(HTTPServer):
+    """The MEM1/Search-R1 retrieval API over one :class:`SearchBackend`, already listening once made;
+    :attr:`url` is its ``/retrieve`` endpoint."""
 
-    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 (stdlib signature)
-        log.debug("%s " + format, self.address_string(), *args)
-
-    def _send(self, status: int, payload: Any) -> None:
-        data = json.dumps(payload, ensure_ascii=False).encode("utf-8")
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(data)))
-        self.end_headers()
-        self.wfile.write(data)
-
-    def _route(self) -> str:
-        return self.path.split("?", 1)[0].rstrip("/")
-
-    def do_GET(self) -> None:  # noqa: N802 (stdlib naming)
-        if self._route() == "/health":
-            srv = self.server
-            self._send(200, {"status": "ok", "passages": srv.n_passages, "retriever": srv.kind})
-        else:
-            self._send(404, {"detail": f"no route GET {self._route()}; POST /retrieve, GET /health"})
-
-    def do_POST(self) -> None:  # noqa: N802
-        try:
-            length = int(self.headers.get("Content-Length") or 0)
-        except ValueError:
-            length = -1
-        raw = self.rfile.read(length) if length > 0 else b""
-        if self._route() != "/retrieve":
-            self._send(404, {"detail": f"no route POST {self._route()}; POST /retrieve, GET /health"})
-            return
-        srv = self.server
-        try:
-            if length < 0:
-                raise BadRequest("invalid Content-Length")
-            try:
-                body = json.loads(raw.decode("utf-8"))
-            except (UnicodeDecodeError, json.JSONDecodeError) as e:
-                raise BadRequest(f"the request body is not valid JSON ({e})") from None
-            queries, topk, scores = parse_retrieve(body, srv.default_topk, srv.max_topk, srv.max_queries)
-        except BadRequest as e:
-            self._send(400, {"detail": str(e)})
-            return
-        try:
-            hits = srv.backend.search(queries, topk)
-        except Exception as e:  # report, keep serving
-            log.exception("search failed for %d queries", len(queries))
-            self._send(500, {"detail": f"search failed: {type(e).__name__}: {e}"})
-            return
-        if scores:
-            result = [[{"document": {"id": h.id, "contents": h.contents}, "score": h.score} for h in row]
-                      for row in hits]
-        else:
-            result = [[{"id": h.id, "contents": h.contents} for h in row] for row in hits]
-        self._send(200, {"result": result})
-
-
-class RetrieverHTTPServer(ThreadingHTTPServer):
-    """A threading HTTP server over one :class:`SearchBackend`; :attr:`url` is its ``/retrieve`` endpoint."""
-
-    daemon_threads = True
+    failure = "search failed"
 
     def __init__(self, address: tuple[str, int], backend: SearchBackend, default_topk: int = DEFAULT_TOPK,
-                 max_topk: int = 100, max_queries: int = 4096, kind: str = "") -> None:
-        super().__init__(address, _Handler)
+                 max_topk: int = 100, max_queries: int = 4096, kind: str = "", http: HTTPConfig | None = None
+                 ) -> None:
         self.backend = backend
         self.default_topk = default_topk
         self.max_topk = max_topk
         self.max_queries = max_queries
         self.kind = kind or getattr(backend, "kind", type(backend).__name__)
         self.n_passages = len(backend) if hasattr(backend, "__len__") else None
+        super().__init__(address[0], address[1], http or HTTPConfig())
 
     @property
     def url(self) -> str:
-        host, port = self.server_address[:2]
+        host, port = self.server_address
         return f"http://{host}:{port}/retrieve"
+
+    def routes(self) -> list[Route]:
+        return [Route("/retrieve", self.endpoint(self._retrieve), methods=["POST"]),
+                Route("/health", self.endpoint(self._health, guarded=False), methods=["GET"])]
+
+    def error_response(self, error: ApiError, headers: dict[str, str]) -> Response:
+        return json_response(error.status, {"detail": str(error)}, headers)
+
+    async def _health(self, request: Request) -> Response:
+        return json_response(200, {"status": "ok", "passages": self.n_passages, "retriever": self.kind})
+
+    async def _retrieve(self, request: Request) -> Response:
+        return await run_in_threadpool(self._answer, await read_body(request, self.http))
+
+    def _answer(self, raw: bytes) -> Response:
+        queries, topk, scores = parse_retrieve(loads(raw), self.default_topk, self.max_topk, self.max_queries)
+        hits = self.backend.search(queries, topk)
+        if scores:
+            result = [[{"document": {"id": h.id, "contents": h.contents}, "score": h.score} for h in row]
+                      for row in hits]
+        else:
+            result = [[{"id": h.id, "contents": h.contents} for h in row] for row in hits]
+        return json_response(200, {"result": result})
 
 
 def make_retriever_server(backend: SearchBackend, host: str = "127.0.0.1", port: int = 8000,
-                          default_topk: int = DEFAULT_TOPK, max_topk: int = 100, max_queries: int = 4096
-                          ) -> RetrieverHTTPServer:
-    """A ready-to-run server (call ``serve_forever()``, e.g. in a thread; port 0 picks a free port)."""
-    return RetrieverHTTPServer((host, port), backend, default_topk, max_topk, max_queries)
+                          default_topk: int = DEFAULT_TOPK, max_topk: int = 100, max_queries: int = 4096,
+                          http: HTTPConfig | None = None) -> RetrieverHTTPServer:
+    """A ready-to-run server, already listening (call ``serve_forever()``, e.g. in a thread, and
+    ``shutdown()`` from another; port 0 picks a free port, then in ``server.url``)."""
+    return RetrieverHTTPServer((host, port), backend, default_topk, max_topk, max_queries, http=http)
 
 
 @dataclass
@@ -157,6 +127,8 @@ class RetrieverServeConfig:
     host: str = option("interface to bind (no authentication: keep it local)", "127.0.0.1")
     port: int = option("TCP port (0 picks a free one)", 8000)
     progress: bool = option("show the progress bar while encoding the corpus (dense)", True)
+    http: HTTPConfig = option("HTTP limits and timeouts (max_concurrency, max_body_bytes, read_timeout_s, "
+                              "keepalive_timeout_s, backlog)", factory=HTTPConfig)
 
     def validate(self) -> None:
         if not 1 <= self.topk <= self.max_topk:
@@ -164,6 +136,7 @@ class RetrieverServeConfig:
                                 f"got {self.topk}")
         if self.max_queries < 1:
             raise MemtrainError(f"RetrieverServeConfig.max_queries must be >= 1, got {self.max_queries}")
+        self.http.validate()
 
 
 def serve(cfg: RetrieverServeConfig, on_ready: Callable[[RetrieverHTTPServer], None] | None = None) -> int:
@@ -174,7 +147,8 @@ def serve(cfg: RetrieverServeConfig, on_ready: Callable[[RetrieverHTTPServer], N
     cfg.validate()
     index = LocalIndex.from_corpus(cfg.corpus, cfg.kind, topk=cfg.topk, progress=cfg.progress)
     try:
-        server = make_retriever_server(index, cfg.host, cfg.port, cfg.topk, cfg.max_topk, cfg.max_queries)
+        server = make_retriever_server(index, cfg.host, cfg.port, cfg.topk, cfg.max_topk, cfg.max_queries,
+                                       cfg.http)
     except OSError as e:
         raise MemtrainError(f"cannot listen on {cfg.host}:{cfg.port}: {e}; pick another port=") from None
     print(f"memtrain retriever serve: {server.url} ({cfg.kind} over {len(index)} passages of {cfg.corpus}); "

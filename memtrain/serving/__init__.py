@@ -5,5 +5,6 @@
 - :mod:`~memtrain.serving.batcher`: one worker thread coalescing concurrent conversations into batched
   ``generate`` calls, a bounded queue, per-request deadlines, and the engine adapter the memory loop uses.
 - :mod:`~memtrain.serving.memory`: the server-side memory agent.
-- :mod:`~memtrain.serving.http`: routes, authentication, JSON and SSE responses.
+- :mod:`~memtrain.serving.http`: the ASGI app on uvicorn (shared with ``memtrain retriever serve``): routes,
+  authentication, limits (body size, timeouts, concurrency), JSON and SSE responses.
 """

@@ -1,16 +1,21 @@
 """Request coalescing: one worker thread turns concurrent conversations into batched ``engine.generate``
 calls, with a bounded queue and per-request deadlines; and the adapter that puts it behind the engine
-interface for the memory loop."""
+interface for the memory loop.
+
+Requests wait for their completions either on a thread (:meth:`Batcher.wait`, the memory loop's adapter) or
+on an event loop (:meth:`Batcher.completions`, the HTTP server's plain requests: no thread per request)."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import dataclasses
 import logging
 import queue
 import threading
 import time
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -28,6 +33,12 @@ class _Pending:
     result: Any = None
     error: BaseException | None = None
     cancelled: bool = False  # the request gave up (timeout): skip it if it has not started
+    on_done: Callable[[], None] | None = None  # called on the worker thread once ``done`` is set
+
+    def finish(self) -> None:
+        self.done.set()
+        if self.on_done is not None:
+            self.on_done()
 
 
 def _group_key(s: Any) -> tuple:
@@ -66,9 +77,10 @@ class Batcher:
         return self._queued
 
     def enqueue(self, conversations: Sequence[list[dict[str, str]]], samplings: Sequence[Any],
-                bounded: bool = True) -> list[_Pending]:
-        """Queue conversations (all or none); :class:`QueueFull` when ``bounded`` and they do not fit."""
-        items = [_Pending(list(c), s) for c, s in zip(conversations, samplings, strict=True)]
+                bounded: bool = True, on_done: Callable[[], None] | None = None) -> list[_Pending]:
+        """Queue conversations (all or none); :class:`QueueFull` when ``bounded`` and they do not fit.
+        ``on_done`` is called on the worker thread as each one finishes."""
+        items = [_Pending(list(c), s, on_done=on_done) for c, s in zip(conversations, samplings, strict=True)]
         with self._lock:  # the count and the queue move together, so admission is exact
             if bounded and self._queued + len(items) > self.max_queue:
                 raise QueueFull(f"the server is busy: {self._queued} conversations are waiting (max_queue="
@@ -83,17 +95,37 @@ class Batcher:
         """The completions of ``items``, in order; :class:`RequestTimeout` (cancelling them) past
         ``deadline`` (a ``time.monotonic()`` value; None waits forever); the engine's error if it failed."""
         for it in items:
-            left = None if deadline is None else max(0.0, deadline - time.monotonic())
-            if not it.done.wait(left):
-                for other in items:
-                    other.cancelled = True
-                raise RequestTimeout("the request timed out waiting for generation (request_timeout_s); "
-                                     "the server is overloaded or the request is too large",
-                                     code="request_timeout")
-        for it in items:
-            if it.error is not None:
-                raise it.error
-        return [it.result for it in items]
+            if not it.done.wait(_left(deadline)):
+                raise _give_up(items)
+        return _results(items)
+
+    async def completions(self, conversations: Sequence[list[dict[str, str]]], samplings: Sequence[Any],
+                          deadline: float | None) -> list[Any]:
+        """Queue conversations (bounded, as :meth:`enqueue`) and await their completions on the running
+        event loop without blocking it; :class:`RequestTimeout` past ``deadline`` as :meth:`wait`."""
+        loop = asyncio.get_running_loop()
+        finished = asyncio.Event()
+        left = len(conversations)
+
+        def count() -> None:  # on the loop
+            nonlocal left
+            left -= 1
+            if left == 0:
+                finished.set()
+
+        def on_done() -> None:  # on the worker thread
+            with contextlib.suppress(RuntimeError):  # the loop is closed: nobody is waiting any more
+                loop.call_soon_threadsafe(count)
+
+        items = self.enqueue(conversations, samplings, on_done=on_done)
+        try:
+            await asyncio.wait_for(finished.wait(), _left(deadline))
+        except TimeoutError:
+            raise _give_up(items) from None
+        except asyncio.CancelledError:  # the server is shutting down: drop what has not started
+            _give_up(items)
+            raise
+        return _results(items)
 
     def submit(self, conversation: list[dict[str, str]], sampling: Any, timeout: float | None = None) -> Any:
         """Block until this conversation's completion is ready (unbounded queue; re-raises engine errors)."""
@@ -135,7 +167,7 @@ class Batcher:
             groups: dict[tuple, list[_Pending]] = {}
             for it in items:
                 if it.cancelled:  # its request already answered 504
-                    it.done.set()
+                    it.finish()
                     continue
                 groups.setdefault(_group_key(it.sampling), []).append(it)
             for group in groups.values():
@@ -159,7 +191,26 @@ class Batcher:
             for g in group:
                 g.error = e
         for g in group:
-            g.done.set()
+            g.finish()
+
+
+def _left(deadline: float | None) -> float | None:
+    return None if deadline is None else max(0.0, deadline - time.monotonic())
+
+
+def _give_up(items: Sequence[_Pending]) -> RequestTimeout:
+    """Cancel ``items`` (the worker skips those not started) and return the timeout error."""
+    for it in items:
+        it.cancelled = True
+    return RequestTimeout("the request timed out waiting for generation (request_timeout_s); the server is "
+                          "overloaded or the request is too large", code="request_timeout")
+
+
+def _results(items: Sequence[_Pending]) -> list[Any]:
+    for it in items:
+        if it.error is not None:
+            raise it.error
+    return [it.result for it in items]
 
 
 class BatcherEngine:

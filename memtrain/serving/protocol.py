@@ -1,10 +1,14 @@
-"""The OpenAI wire protocol of ``memtrain serve``: errors, request validation, stop sequences, stream pieces.
+"""The OpenAI wire protocol of ``memtrain serve``: errors, strict JSON, request validation, stop sequences,
+stream pieces.
 
-Pure functions of JSON bodies, completions and a tokenizer: no sockets, no threads, testable alone.
+Pure functions of request bodies, completions and a tokenizer: no sockets, no threads, testable alone. The
+errors and :func:`loads` serve ``memtrain retriever serve`` too (it renders errors as ``{"detail": ...}``).
 """
 
 from __future__ import annotations
 
+import json
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -63,20 +67,86 @@ def context_error(limit: int, prompt_tokens: int, completion_tokens: int | None)
     return BadRequest(msg, "messages", "context_length_exceeded")
 
 
+# ----------------------------------------------------------------------------------------------- JSON
+
+
+class _NonFinite:
+    """What :func:`loads` reads for ``NaN``, ``Infinity``, ``-Infinity`` or a number beyond a float."""
+
+    __slots__ = ("token",)
+
+    def __init__(self, token: str):
+        self.token = token
+
+    def __repr__(self) -> str:
+        return self.token
+
+
+def _float(token: str) -> float | _NonFinite:
+    value = float(token)
+    return value if math.isfinite(value) else _NonFinite(token)
+
+
+def _first_non_finite(value: Any) -> tuple[str, _NonFinite] | None:
+    """The dotted path of the first non-finite number in ``value`` (iterative: bodies nest deeply)."""
+    stack: list[tuple[str, Any]] = [("", value)]
+    while stack:
+        path, v = stack.pop()
+        if isinstance(v, _NonFinite):
+            return path, v
+        if isinstance(v, dict):
+            stack.extend((f"{path}.{k}" if path else str(k), x) for k, x in reversed(v.items()))
+        elif isinstance(v, list):
+            stack.extend((f"{path}[{i}]", x) for i, x in reversed(list(enumerate(v))))
+    return None
+
+
+def loads(raw: bytes) -> Any:
+    """A request body as JSON, strictly: UTF-8, and no ``NaN``/``Infinity`` (Python's ``json`` accepts them,
+    JSON does not) nor numbers beyond a float; else :class:`BadRequest`, naming the field if it is one."""
+    try:
+        body = json.loads(raw.decode("utf-8"), parse_constant=_NonFinite, parse_float=_float)
+    except (ValueError, RecursionError) as e:  # UnicodeDecodeError and JSONDecodeError are ValueErrors
+        raise BadRequest(f"the request body is not valid JSON ({type(e).__name__}: {str(e)[:200]})") from None
+    found = _first_non_finite(body)
+    if found is not None:
+        path, bad = found
+        where = f"'{path}'" if path else "the request body"
+        raise BadRequest(f"{where} is {bad.token}, which is not a JSON number: send a finite number",
+                         path or None)
+    return body
+
 
 # ------------------------------------------------------------------------------------------- requests
 
 
+def show(value: Any, limit: int = 80) -> str:
+    """``repr(value)``, cut to ``limit`` characters: error messages echo what was sent, never megabytes."""
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
 def number(body: dict[str, Any], name: str, default: Any, kind: type, lo: float | None = None,
             where: str = "") -> Any:
+    """``body[name]`` as a finite ``kind`` (``int`` also takes integral floats), at least ``lo``;
+    ``default`` when absent or null; else :class:`BadRequest` naming the field."""
     value = body.get(name)
     if value is None:
         return default
-    if isinstance(value, bool) or not isinstance(value, int | float) or (kind is int and int(value) != value):
-        raise BadRequest(f"'{where}{name}' must be a {kind.__name__}, got {value!r}", where + name)
-    if lo is not None and value < lo:
-        raise BadRequest(f"'{where}{name}' must be >= {lo}, got {value!r}", where + name)
-    return kind(value)
+    bad = BadRequest(f"'{where}{name}' must be a finite {kind.__name__}, got {show(value)}", where + name)
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise bad
+    if isinstance(value, float) and not math.isfinite(value):
+        raise bad
+    if kind is int and isinstance(value, float) and not value.is_integer():
+        raise bad
+    try:
+        out = kind(value)
+    except OverflowError:  # an integer beyond a float
+        raise bad from None
+    if lo is not None and out < lo:
+        raise BadRequest(f"'{where}{name}' must be >= {lo}, got {show(value)}", where + name)
+    return out
 
 
 def _messages(body: dict[str, Any]) -> list[dict[str, str]]:
@@ -89,9 +159,10 @@ def _messages(body: dict[str, Any]) -> list[dict[str, str]]:
             raise BadRequest(f"messages[{i}] must be an object with a string 'role'", "messages")
         content = m.get("content")
         if isinstance(content, list):  # content parts: keep the text ones
-            content = "".join(
-                p.get("text", "") for p in content if isinstance(p, dict) and p.get("type") == "text"
-            )
+            texts = [p.get("text", "") for p in content if isinstance(p, dict) and p.get("type") == "text"]
+            if not all(isinstance(t, str) for t in texts):
+                raise BadRequest(f"messages[{i}].content: a text part's 'text' must be a string", "messages")
+            content = "".join(texts)
         if not isinstance(content, str):
             raise BadRequest(f"messages[{i}].content must be a string", "messages")
         out.append({"role": m["role"], "content": content})
@@ -103,8 +174,8 @@ def _stops(value: Any) -> list[str]:
         return []
     stops = [value] if isinstance(value, str) else value
     if not isinstance(stops, list) or not all(isinstance(s, str) and s for s in stops) or len(stops) > 64:
-        raise BadRequest(f"'stop' must be a non-empty string or a list of up to 64 of them, got {value!r}",
-                         "stop")
+        raise BadRequest(f"'stop' must be a non-empty string or a list of up to 64 of them, got "
+                         f"{show(value)}", "stop")
     return stops
 
 
@@ -149,7 +220,7 @@ def parse_request(body: Any, default_max_tokens: int = 256) -> ChatRequest:
     max_tokens = number({"max_tokens": max_tokens}, "max_tokens", None, int, 1)
     stream = body.get("stream") or False
     if not isinstance(stream, bool):
-        raise BadRequest(f"'stream' must be a boolean, got {stream!r}", "stream")
+        raise BadRequest(f"'stream' must be a boolean, got {show(stream)}", "stream")
     options = body.get("stream_options")
     if options is not None and (not stream or not isinstance(options, dict)):
         raise BadRequest("'stream_options' is an object, allowed only with stream=true", "stream_options")

@@ -43,7 +43,10 @@ def chunk_text_counted(tokenizer: Any, text: str, chunk_tokens: int) -> tuple[li
     chunks: list[str] = []
     counts: list[int] = []
     pos, tok_i = 0, 0
-    while tok_i < len(offsets):
+    end = len(text.rstrip())
+    # until the text is used up, not the tokens: offsets need not cover every character (SmolLM2's give the
+    # "\x08" of "\U00040000\x08" no span at all), and a loop over tokens silently dropped such a tail
+    while pos < end:
         last = min(tok_i + chunk_tokens, len(offsets)) - 1
         cut = len(text) if last == len(offsets) - 1 else ends[last]
         if cut < len(text):
@@ -56,6 +59,11 @@ def chunk_text_counted(tokenizer: Any, text: str, chunk_tokens: int) -> tuple[li
         piece = text[pos:cut].strip()
         # re-tokenising a substring can merge differently; move the cut back until the budget holds
         while piece and (n := count_tokens(tokenizer, piece)) > chunk_tokens:
+            if len(piece) == 1:  # cannot shrink further (cutting back again would loop forever)
+                raise MemtrainError(
+                    f"chunk_tokens={chunk_tokens} is less than the {n} tokens of the single character "
+                    f"{piece!r}; use a larger chunk_tokens"
+                )
             cut = pos + max(1, int((cut - pos) * 0.95))
             piece = text[pos:cut].strip()
         if piece:

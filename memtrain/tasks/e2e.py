@@ -9,9 +9,10 @@ Recipe (DESIGN §2, paper defaults in :class:`E2EConfig`):
    surface forms are every ``Entity.text`` with the same ``key`` anywhere in the pool, plus the key itself
    for wiki links (the link target's title): the document may call Paris "Paris" in one passage and
    "the French capital" via a link in another.
-3. **Masking.** Every form, and every identifying part of a form (a bare surname, a place name without its
-   qualifier: :func:`~memtrain.tasks.masking.identifying_parts`), is replaced by ``[MASK]`` in every passage
-   *and title* (``mask_scope="document"``,
+3. **Masking.** Every form, every identifying part of a form (a bare surname, a place name without its
+   qualifier: :func:`~memtrain.tasks.masking.identifying_parts`) and every derived form of a form (plural,
+   demonym, "-ism"/"-ist": :func:`~memtrain.tasks.masking.derived_forms`: "Algerian" of "Algeria") is
+   replaced by ``[MASK]`` in every passage *and title* (``mask_scope="document"``,
    the paper's setting) or only in the pivot (``"pivot"``, an easier variant beyond the paper in which the
    other passages may still name the answer).
 4. **Chunking** by real tokens (:func:`~memtrain.tasks.chunking.chunk_text`). A document longer than
@@ -22,17 +23,19 @@ Recipe (DESIGN §2, paper defaults in :class:`E2EConfig`):
    the pivot's position random, so the agent cannot learn "the answer is in the first/last chunk".
    Passages outside the kept run are not part of the task (``meta["passage_pids"]`` lists the document
    order; its first ``meta["passages_kept"]`` entries were rendered).
-5. **Leak check** on the final chunks: no form of the answer may survive (a chunk cut can expose a form
-   that was not word-bounded before, e.g. "Parisian" cut after "Paris"); otherwise the pivot is dropped
-   with reason ``"leak"``. Drop reasons are counted by the builder.
+5. **Leak check** on the final chunks: nothing masking hides may survive, derived forms included (a chunk
+   cut can expose a form that was not word-bounded before, e.g. "Angolans" cut after "Angola"); otherwise
+   the pivot is dropped with reason ``"leak"``. Drop reasons are counted by the builder.
 
 **IMR candidates** (DESIGN §2, Task IMR leaves the rule open). An entity ỹ of chunk c_l qualifies when
 
-(a) after masking all its forms in c_l as ``[TARGET]`` no form remains (the leak check);
+(a) after masking all its forms (with their parts and derived forms) in c_l as ``[TARGET]`` no form
+    remains (the leak check);
 (b) its canonical form is not a common word or stopword, not shorter than ``min_answer_chars``, not a
     single all-lowercase word (common nouns are guessable and ambiguous to score), and none of its forms
     is a common word (masking "state" everywhere would blank the chunk);
-(c) it occurs in c_l and in **no other chunk** of the task. We decide at chunk granularity rather than
+(c) it occurs in c_l and in **no other chunk** of the task (a derived form counts: "Angolan" in another
+    chunk gives "Angola" away). We decide at chunk granularity rather than
     passage granularity because chunks are what the agent reads: a mention in another passage of the
     *same* chunk is masked too, while a mention in any other chunk would let the model recover ỹ from text
     it has seen (or will see), not from what it stored in memory about c_l.
@@ -56,7 +59,6 @@ from memtrain.records import ImrCandidate, MemTask, Passage
 from memtrain.tasks.chunking import chunk_text_counted
 from memtrain.tasks.masking import (
     COMMON_WORDS,
-    FormMatcher,
     form_pattern,
     is_maskable_form,
     leaks,
@@ -66,6 +68,7 @@ from memtrain.tasks.masking import (
 )
 
 LINK_LABEL = "LINK"
+_WORD = re.compile(r"\w+")
 
 
 @dataclass
@@ -141,8 +144,8 @@ class PassagePool:
         self._forms: dict[str, tuple[str, ...]] = {}
         self._mask_forms: dict[str, tuple[str, ...]] = {}
         self._label: dict[str, str] = {}
-        self._patterns: dict[str, FormMatcher | None] = {}
-        self._lowered: dict[str, tuple[str, ...]] = {}
+        self._pairs: dict[str, tuple[tuple[str, str], ...]] = {}
+        self._lowered: dict[str, tuple[frozenset[str], tuple[tuple[str, str], ...]]] = {}
         self._forms_ok: dict[str, bool] = {}
         self._chars_per_token: float | None = None
         for key, surf in texts.items():
@@ -182,23 +185,33 @@ class PassagePool:
         return self._label.get(key, "")
 
     # Per-key caches: a passage takes part in ~(1 + n_related + n_random) tasks, so the same keys are
-    # checked and compiled over and over; caching them took the build from ~80 to ~20 ms per CPU task.
+    # checked over and over; caching them took the build from ~80 to ~20 ms per CPU task. Matchers are
+    # compiled per chunk from the forms it contains (form_pattern keeps the recent ones).
 
-    def pattern(self, key: str) -> FormMatcher | None:
-        """The compiled matcher of all forms of ``key`` (see :mod:`memtrain.tasks.masking`)."""
+    def lowered_pairs(self, key: str) -> tuple[tuple[str, str], ...]:
+        """``(case-folded form with normalised spaces, form)`` for every masked form of ``key``."""
         try:
-            return self._patterns[key]
+            return self._pairs[key]
         except KeyError:
-            pat = self._patterns[key] = form_pattern(self.mask_forms(key))
-            return pat
+            out = self._pairs[key] = tuple((" ".join(f.casefold().split()), f) for f in self.mask_forms(key))
+            return out
 
-    def lowered_forms(self, key: str) -> tuple[str, ...]:
+    def lowered_forms(self, key: str) -> tuple[frozenset[str], tuple[tuple[str, str], ...]]:
+        """The masked forms of ``key`` case-folded, each with its first word, and the set of first words.
+
+        A form can only occur in a text whose words include its first word (both case-folded; see
+        :func:`imr_candidates`): one set test rules out a chunk for all of an entity's forms, which
+        with its derived forms are dozens.
+        """
         try:
             return self._lowered[key]
         except KeyError:
-            low = tuple(sorted({" ".join(f.casefold().split()) for f in self.mask_forms(key)}))
-            self._lowered[key] = low
-            return low
+            forms = []
+            for f in sorted({low for low, _ in self.lowered_pairs(key)}):
+                m = _WORD.search(f)
+                forms.append((m.group(0) if m else "", f))
+            out = self._lowered[key] = (frozenset(w for w, _ in forms), tuple(forms))
+            return out
 
     def n_tokens(self, j: int, tokenizer: Any, titles: bool) -> int:
         """Estimated tokens of passage ``j`` as rendered, used only to trim long documents.
@@ -498,14 +511,19 @@ def imr_candidates(
 ) -> list[list[ImrCandidate]]:
     """Per chunk, the entities that only that chunk mentions (rule in the module docstring)."""
     lowered = [" ".join(c.casefold().split()) for c in chunks]
+    # A word-bounded form starts at the start of a word of the text, and its first word ends where a
+    # word of the text ends (a non-word character or the end follows both), so that word is in the
+    # chunk's set of words: one set test per key and chunk, then the exact search for its forms.
+    chunk_words = [set(_WORD.findall(t)) for t in lowered]
     # prefilter every key to the single chunk it occurs in, then verify (regex) in random order until the
     # chunk has its quota: most keys pass the prefilter, few need the slow checks
     by_chunk: list[list[str]] = [[] for _ in chunks]
     for key in sorted({e.key for p in passages for e in p.entities} - {answer_key}):
         if not pool.forms_ok(key):  # (b), the part that does not depend on the chunk
             continue
-        low = pool.lowered_forms(key)
-        where = [i for i, t in enumerate(lowered) if any(_has_word(t, f) for f in low)]
+        firsts, forms = pool.lowered_forms(key)
+        where = [i for i, words in enumerate(chunk_words) if not firsts.isdisjoint(words)
+                 and any(_has_word(lowered[i], f) for w, f in forms if w in words)]
         if len(where) == 1:  # (c) exactly one chunk
             by_chunk[where[0]].append(key)
     out = []
@@ -515,7 +533,7 @@ def imr_candidates(
         for key in keys:
             if len(found) >= cfg.imr_per_chunk:
                 break
-            cand = _verify(i, key, chunks, pool, cfg)
+            cand = _verify(i, key, chunks, lowered[i], pool, cfg)
             if cand is not None:
                 found.append(cand)
         out.append([c for _, c in sorted(found, key=lambda t: (t[0], t[1].answer))])
@@ -523,15 +541,18 @@ def imr_candidates(
 
 
 def _verify(
-    i: int, key: str, chunks: list[str], pool: PassagePool, cfg: E2EConfig
+    i: int, key: str, chunks: list[str], lowered: str, pool: PassagePool, cfg: E2EConfig
 ) -> tuple[int, ImrCandidate] | None:
     """The exact IMR checks for ``key`` in chunk ``i`` with the form matcher; None when one fails.
 
     Absence from the other chunks (c) rests on the prefilter: it compares case-folded text with
     normalised whitespace, which matches wherever the case-insensitive matcher does (and sometimes more,
     e.g. "ß" ~ "ss"), so "no prefilter hit" implies "no match"; the tests check (c) with the matcher.
+    By the same argument the matcher is built only from the forms that occur in ``lowered`` (chunk
+    ``i`` case-folded): most derived forms of most entities never do, and compiling them all cost more
+    than the rest of the build.
     """
-    pat = pool.pattern(key)
+    pat = form_pattern([orig for low, orig in pool.lowered_pairs(key) if low in lowered])
     span = pat.search(chunks[i]) if pat else None
     if span is None:
         return None

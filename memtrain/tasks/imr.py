@@ -10,8 +10,8 @@ previous memory"). For a trajectory that read T chunks:
    :func:`memtrain.tasks.e2e.imr_candidates`: an entity only that chunk mentions) can be masked in it.
 2. k is drawn uniformly in (first probeable l)+1 .. T, then l uniformly among the probeable chunks before
    k, then the candidate: c_l reached m_k only through earlier memories, never as the chunk just read.
-3. All surface forms of the candidate ỹ, and their identifying parts
-   (:func:`memtrain.tasks.masking.identifying_parts`), are replaced by ``[TARGET]`` in c_l; the question is
+3. All surface forms of the candidate ỹ, their identifying parts and their derived forms
+   (:func:`memtrain.tasks.masking.with_parts`), are replaced by ``[TARGET]`` in c_l; the question is
    ``prompts.imr_messages(m_k, masked c_l)``.
 
 Trajectories with T = 1, or with no probeable chunk among c_1..c_{T−1}, get no probe (None).

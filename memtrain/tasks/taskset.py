@@ -3,7 +3,10 @@
 A task set is a folder of ``shard-*.jsonl`` (or ``.parquet``) files of :class:`~memtrain.records.MemTask`
 rows plus ``manifest.json``, which records what the tasks were built with: the kind (``e2e`` or
 ``longqa``), the source files with their sizes and hashes, the tokenizer (name and vocabulary fingerprint),
-``chunk_tokens``, ``max_chunks``, the seed, the context lengths (long QA) and the full build config.
+``chunk_tokens``, ``max_chunks``, the seed, the context lengths (long QA) and the full build config, and
+whether the build is done: ``finished`` (every shard written), ``losses`` (input lost to damage while
+reading the source, by reason: ``truncated_stream``, ``malformed_xml``, ``non_utf8``, ``bad_record``,
+``missing_field``) and ``complete`` (finished with no loss).
 
 Readers (train, eval) compare the manifest with their own settings (:func:`agent_for`,
 :func:`check_tokenizer`). The rule, the same everywhere:
@@ -20,6 +23,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
+import logging
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,6 +34,7 @@ from memtrain.io import atomic_open, read_jsonl, write_json, write_jsonl
 from memtrain.records import MemTask
 
 MANIFEST = "manifest.json"
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -57,14 +62,20 @@ class Manifest:
     sources: list[SourceFile] = field(default_factory=list)
     lengths: list[int] = field(default_factory=list)  # long QA: documents per context
     split: str = "all"  # long QA: all | train | eval
-    complete: bool = False  # True once every shard is written
+    # True once every shard is written *and* the source was read to its end without loss (``losses``
+    # empty): a set built from a truncated dump or skipped records is never complete
+    complete: bool = False
     n_tasks: int = 0
     longest_task_chunks: int = 0
+    finished: bool = False  # every shard is written (whatever the source's losses)
+    losses: dict[str, int] = field(default_factory=dict)  # input lost to damage while reading, by reason
 
     def describe(self) -> str:
         lengths = f", lengths {self.lengths}" if self.lengths else ""
+        lost = f", built from a damaged source (lost: {self.losses})" if self.losses else ""
         return (f"{self.kind} task set: {self.n_tasks} tasks, tokenizer {self.tokenizer}, chunk_tokens "
-                f"{self.chunk_tokens}, up to {self.longest_task_chunks} chunks{lengths}, seed {self.seed}")
+                f"{self.chunk_tokens}, up to {self.longest_task_chunks} chunks{lengths}, seed {self.seed}"
+                f"{lost}")
 
 
 def config_hash(identity: dict[str, Any]) -> str:
@@ -160,13 +171,20 @@ class TaskSet:
 
 
 def open_taskset(path: str | Path) -> TaskSet:
-    """A complete task set: its manifest and its tasks (an unfinished build is refused, not half-read)."""
+    """A finished task set: its manifest and its tasks (an unfinished build is refused, not half-read).
+
+    A set built from a damaged source (``manifest.losses``) is finished but not ``complete``: it opens,
+    with a warning naming the losses.
+    """
     p = Path(path)
     if not p.is_dir():
         raise MemtrainError(f"task set folder not found: {p}; build it with `memtrain data build out={p}`")
     manifest = read_manifest(p)
-    if not manifest.complete:
+    if not (manifest.complete or manifest.finished):
         raise MemtrainError(f"{p}: the build did not finish; re-run the same `memtrain data build` to resume")
+    if manifest.losses:
+        log.warning("%s was built from a damaged source (input lost: %s); its tasks come from what could be "
+                    "read", p, manifest.losses)
     return TaskSet(p, manifest, load_tasks(p))
 
 

@@ -104,7 +104,7 @@ def dump_parts() -> SimpleNamespace:
 def gensim_dump() -> Path:
     """The real 206-page enwiki excerpt inside PyPI gensim (found without importing gensim)."""
     if importlib.util.find_spec("gensim") is None:
-        pytest.skip("gensim not installed (pip install 'memtrain[wiki]')")
+        pytest.skip("gensim not installed (pip install 'gensim>=4.3')")
     from memtrain.corpus import resolve_source
 
     return Path(resolve_source("embedded"))

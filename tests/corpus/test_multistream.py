@@ -185,3 +185,20 @@ def test_data_build_from_a_multistream_dump_is_identical_for_any_workers(gensim_
                           workers=workers, progress=False))
         shards.append({p.name: p.read_bytes() for p in sorted(out.glob("shard-*.*"))})
     assert len(shards[0]) == 2 and shards[0] == shards[1]
+
+
+@pytest.mark.parametrize("where", ["at a stream boundary", "inside a stream"])
+def test_truncated_dump_with_its_index_is_a_loss_not_an_index_error(dump_parts, tmp_path, where):
+    """A multistream dump cut short of what its index lists keeps the pages before the cut and counts
+    ``truncated_stream``, like the sequential reader; it is not mistaken for another dump's index."""
+    dump, index = write_dump(tmp_path, dump_parts)
+    whole = list(iter_pages(dump))
+    offsets = read_offsets(index)
+    cut = offsets[3] if where == "at a stream boundary" else offsets[3] + 40
+    dump.write_bytes(dump.read_bytes()[:cut])
+    stats = CorpusStats()
+    got = list(iter_pages_parallel(dump, workers=2, stats=stats, streams_per_task=1))
+    assert len(list(iter_pages(dump))) <= len(got) < len(whole) and got == whole[: len(got)]
+    assert stats.losses() == {"truncated_stream": 1}
+    with pytest.raises(MemtrainError, match="truncated"):
+        list(iter_pages_parallel(dump, workers=2, stats=CorpusStats(strict=True)))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -143,3 +144,37 @@ def test_hf_sources_offline(tmp_path):
         f"LOCAL ['{tmp_path}:Marie Curie:0', '{tmp_path}:Warsaw:0'] ['DATE', 'NAME', 'NUMBER']" in out.stdout
     ), out.stdout + out.stderr[-2000:]
     assert "MEMTRAIN_ERROR hf:memtrain-test/no-such-dataset:validation" in out.stdout, out.stderr[-2000:]
+
+
+@pytest.mark.parametrize(
+    ("bad", "reason", "where"),
+    [(b'{"title": "Bad", "text": "caf\xe9 in latin-1"}', "non_utf8", "line 2"),
+     (b"{not json", "bad_record", "line 2"), (b"[1, 2]", "bad_record", "record 2"),
+     (b'{"name": "no fields"}', "missing_field", "record 2 (fields: name)")],
+)  # fmt: skip
+def test_every_lost_record_is_a_loss_and_strict_stops_at_it(tmp_path, bad, reason, where):
+    """Each kind of damaged record is counted as a loss by reason; strict=True names file and line."""
+    path = tmp_path / "leads.jsonl"
+    good = [json.dumps(r).encode() for r in RECORDS]
+    path.write_bytes(b"\n".join([good[0], bad, good[1]]) + b"\n")
+    passages, stats = _read(path)
+    assert len(passages) == 2 and stats.losses() == {reason: 1}
+    with pytest.raises(MemtrainError, match=rf"leads.jsonl, {re.escape(where)}: .*\({reason}\); strict=true"):
+        list(iter_passages(str(path), stats=CorpusStats(strict=True), min_passage_words=5))
+
+
+def test_filtered_input_is_not_a_loss(tmp_path):
+    """Short passages and the like are the reader's choice, not damage: no loss, strict reads on."""
+    path = _write_jsonl(tmp_path / "r.jsonl", [*RECORDS, {"title": "Short", "text": "Too short."}])
+    stats = CorpusStats(strict=True)
+    assert len(list(iter_passages(str(path), stats=stats, min_passage_words=5))) == 2
+    assert stats.skipped and stats.losses() == {}
+
+
+def test_wrong_field_names_error_names_the_settings(tmp_path):
+    from memtrain.recipes.build_tasks import BuildConfig
+
+    path = _write_jsonl(tmp_path / "r.jsonl", [{"name": r["title"], "body": r["text"]} for r in RECORDS])
+    with pytest.raises(MemtrainError, match=r"fields found: body, name.*title_field=NAME and text_field="):
+        _read(path)
+    assert {"title_field", "text_field"} <= set(vars(BuildConfig()))  # the settings the message names exist

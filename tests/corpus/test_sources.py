@@ -22,7 +22,7 @@ def test_embedded_without_gensim_says_how_to_install(monkeypatch):
     monkeypatch.setattr(
         importlib.util, "find_spec", lambda name, *a: None if name == "gensim" else real(name, *a)
     )
-    with pytest.raises(MemtrainError, match=r"pip install 'memtrain\[wiki\]'"):
+    with pytest.raises(MemtrainError, match=r"pip install 'gensim>=4.3'"):
         resolve_source("embedded")
 
 

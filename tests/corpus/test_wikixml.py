@@ -271,3 +271,16 @@ def test_hand_written_dump_reads_the_same_with_the_oracle(make_dump):
     fast, _ = _read(path)
     mwp = oracle_passages(str(path), stats=CorpusStats(), min_passage_words=1)
     assert [p.to_dict() for p in mwp] == [p.to_dict() for p in fast]
+
+
+def test_truncated_dump_is_a_loss_and_strict_stops_at_it(gensim_dump, tmp_path):
+    data = gensim_dump.read_bytes()
+    cut = tmp_path / "cut.xml.bz2"
+    cut.write_bytes(data[: len(data) // 3])
+    stats = CorpusStats()
+    assert list(iter_passages(str(cut), entities="links", stats=stats))
+    assert stats.losses() == {"truncated_stream": 1}
+    whole = CorpusStats(strict=True)
+    assert list(iter_passages(str(gensim_dump), entities="links", stats=whole)) and whole.losses() == {}
+    with pytest.raises(MemtrainError, match=r"cut.xml.bz2: the compressed stream is truncated.*strict=true"):
+        list(iter_passages(str(cut), entities="links", stats=CorpusStats(strict=True)))

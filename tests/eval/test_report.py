@@ -40,3 +40,40 @@ def test_table_and_plot_from_two_runs(tmp_path):
 def test_missing_metrics_file_is_a_clear_error(tmp_path):
     with pytest.raises(MemtrainError, match="not found"):
         write_report([tmp_path / "nope"], tmp_path)
+
+
+def _sampled(n_docs: int, per_sample: list[float]) -> list[dict]:
+    """One question at ``n_docs`` answered once per sample, scored ``per_sample[k]``."""
+    return [{**_row(n_docs, v), "sample": k} for k, v in enumerate(per_sample)]
+
+
+def test_the_plot_shows_n_per_point_and_the_spread_over_samples(tmp_path):
+    import statistics
+
+    import matplotlib.pyplot as plt
+    from matplotlib.container import ErrorbarContainer
+
+    from memtrain.eval.report import accuracy_figure
+
+    rows = _sampled(5, [1.0, 0.0, 1.0]) + _sampled(5, [1.0, 1.0, 0.0]) + _sampled(50, [0.0, 0.0, 1.0])
+    m = write_metrics(tmp_path / "sampled", rows, {"label": "agent"})
+    g5 = m["by_length"]["5"]
+    assert g5["samples"] == 3 and g5["accuracy_sd"] == pytest.approx(statistics.stdev([1.0, 0.5, 0.5]))
+    assert g5["f1_sd"] == pytest.approx(g5["accuracy_sd"])  # every score's spread, not only accuracy's
+    fig = accuracy_figure([m])
+    ax = fig.axes[0]
+    (bars,) = [c for c in ax.containers if isinstance(c, ErrorbarContainer)]
+    (segments,) = bars.lines[2]  # the vertical bars: one per point, ± one sd
+    heights = sorted(abs(s[1][1] - s[0][1]) / 2 for s in segments.get_segments())
+    sds = [100 * g["accuracy_sd"] for g in m["by_length"].values()]
+    assert heights == pytest.approx(sorted(sds))
+    texts = [t.get_text() for t in ax.texts]
+    assert texts.count("n=2×3") == 1 and texts.count("n=1×3") == 1  # questions x samples at each point
+    assert "sd over 3 samples" in ax.get_legend().get_title().get_text()
+    plt.close(fig)
+
+    single = write_metrics(tmp_path / "greedy", [_row(5, 1.0), _row(5, 0.0)], {"label": "greedy"})
+    fig = accuracy_figure([single])
+    assert "n=2" in [t.get_text() for t in fig.axes[0].texts]
+    assert "no spread" in fig.axes[0].get_legend().get_title().get_text()
+    plt.close(fig)

@@ -135,3 +135,29 @@ def test_a_log_line_torn_inside_a_multibyte_character_keeps_the_rows_before_it(t
     cut = torn[: torn.index("Ł".encode()) + 1]  # the first byte of a two-byte character
     path.write_bytes(b"".join(json.dumps(r, ensure_ascii=False).encode() + b"\n" for r in whole) + cut)
     assert read_jsonl_tolerant(path) == whole
+
+
+def test_a_length_is_timed_by_its_own_batches(tiny_engine, qa_tasks, agent_cfg, greedy, tmp_path,
+                                              monkeypatch):
+    """Documents read together share one wall time, so a batch holds one length: the 3-doc questions are
+    not charged for the 6-doc ones they used to be batched with."""
+    from memtrain.eval import runner
+
+    def timed(fn):  # a turn-synchronous batch takes as long as its longest document: n_docs seconds
+        trajs = fn()
+        return trajs, float(max(int(tr.task_id.rsplit("-n", 1)[1]) for tr in trajs))
+
+    monkeypatch.setattr(runner, "timed", timed)
+    n3 = [t for t in qa_tasks if t.meta["n_docs"] == 3]
+    n6 = [t for t in qa_tasks if t.meta["n_docs"] == 6]
+    mixed = [t for pair in zip(n3, n6, strict=True) for t in pair]  # question-major, as task sets are
+    batches = []
+    m = evaluate(tiny_engine, mixed, agent_cfg, greedy, tmp_path, batch_size=2, progress=False,
+                 on_batch=lambda i, rows: batches.append({r["n_docs"] for r in rows}))
+    assert all(len(lengths) == 1 for lengths in batches)
+    # per length: the wall time of its own batches (2 questions, then 1) over its 3 questions
+    assert m["by_length"]["3"]["seconds_per_question"] == pytest.approx((3 + 3) / 3)
+    assert m["by_length"]["6"]["seconds_per_question"] == pytest.approx((6 + 6) / 3)
+    rows = _rows(tmp_path / "results.jsonl")
+    assert sorted(r["batch_size"] for r in rows) == [1, 1, 2, 2, 2, 2]
+    assert "one length" in m["time_note"]

@@ -7,6 +7,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
+from derived_oracle import derived_leaks
 
 from memtrain.cli import main
 from memtrain.config import load_config
@@ -42,6 +43,7 @@ def assert_valid_tasks(tasks, tokenizer, cfg) -> None:
             assert len(tokenizer.encode(c, add_special_tokens=False)) <= cfg.chunk_tokens
             for form in t.answers:  # zero leaks: no chunk contains any accepted answer form
                 assert not leaks(c, [form]), (t.id, form)
+            assert derived_leaks(c, t.answers) == [], t.id  # nor a derived form (independent checker)
         for i, cands in enumerate(t.imr):
             assert len(cands) <= cfg.imr_per_chunk
             for cand in cands:
@@ -233,3 +235,104 @@ def test_dense_retriever_build_records_its_choice(tmp_path):
     assert main(["data", "build", "cpu", f"out={out}", "retriever=dense", "limit_pages=6", "num_tasks=3",
                  "e2e.min_mentions=1", "progress=false"]) == 0
     assert len(load_tasks(out)) == 3 and read_manifest(out).config["retriever"] == "dense"
+
+
+# ------------------------------------------------------------------------- damaged input, absurd settings
+
+
+def last_line(text: str) -> str:
+    return text.strip().splitlines()[-1]
+
+
+@pytest.fixture(scope="module")
+def cut_dump(tmp_path_factory) -> Path:
+    """The embedded dump cut in half: a truncated .bz2 as a failed download leaves it."""
+    pytest.importorskip("gensim")
+    from memtrain.corpus import resolve_source
+
+    data = Path(resolve_source("embedded")).read_bytes()
+    path = tmp_path_factory.mktemp("cut") / "enwiki-cut.xml.bz2"
+    path.write_bytes(data[: len(data) // 2])
+    return path
+
+
+def test_truncated_dump_is_never_complete(cut_dump, tmp_path, capsys):
+    from memtrain.tasks.taskset import open_taskset
+
+    out = tmp_path / "cut"
+    assert main(["data", "build", "cpu", f"corpus={cut_dump}", f"out={out}", "num_tasks=4",
+                 "progress=false"]) == 0
+    assert "INPUT LOST: truncated_stream 1" in last_line(capsys.readouterr().out)
+    m = read_manifest(out)
+    assert (m.finished, m.complete, m.losses, m.n_tasks) == (True, False, {"truncated_stream": 1}, 4)
+    assert json.loads((out / "stats.json").read_text())["corpus"]["losses"] == {"truncated_stream": 1}
+    assert "NOT read whole: input lost to damage** (truncated_stream: 1)" in (out / "README.md").read_text()
+    assert len(open_taskset(out).tasks) == 4  # finished, so usable: the manifest says what it lacks
+
+    rc, err = run_cli(capsys, "cpu", f"corpus={cut_dump}", f"out={tmp_path / 'strict'}", "strict=true")
+    assert rc == 2 and last_line(err).startswith("memtrain data build: error: ")
+    assert str(cut_dump) in last_line(err) and "(truncated_stream)" in last_line(err)
+
+
+def test_skipped_records_are_counted_by_reason(shared_data, tmp_path, capsys):
+    """A small corrupted copy of the real leads: each damaged line is a counted loss, or with strict=true
+    an error naming its line."""
+    lines = (shared_data / "wikipedia" / "enwiki_vital_articles_lead_extracts-00.jsonl").read_bytes()
+    lines = lines.split(b"\n")[:120]
+    lines[3] = lines[3][:40] + b"\xff\xfe" + lines[3][40:]  # not UTF-8
+    lines[7] = lines[7][: len(lines[7]) // 2]  # JSON cut short
+    lines[9] = b"[1, 2]"  # not an object
+    lines[11] = json.dumps({"title": "No text"}).encode()  # a missing field
+    src = tmp_path / "leads.jsonl"
+    src.write_bytes(b"\n".join(lines) + b"\n")
+    out = tmp_path / "t"
+    assert main(["data", "build", "cpu", f"corpus={src}", f"out={out}", "num_tasks=3", "progress=false"]) == 0
+    want = {"bad_record": 2, "missing_field": 1, "non_utf8": 1}
+    assert "INPUT LOST: bad_record 2, missing_field 1, non_utf8 1" in last_line(capsys.readouterr().out)
+    m = read_manifest(out)
+    assert (m.finished, m.complete, m.losses) == (True, False, want)
+    rc, err = run_cli(capsys, "cpu", f"corpus={src}", f"out={tmp_path / 's'}", "strict=true")
+    assert rc == 2 and "leads.jsonl, line 4: " in last_line(err) and "(non_utf8)" in last_line(err)
+
+
+def test_missing_fields_error_names_settings_that_exist(shared_data, tmp_path, capsys):
+    leads = shared_data / "wikipedia" / "enwiki_vital_articles_lead_extracts-00.jsonl"
+    rows = leads.read_text().split("\n")
+    src = tmp_path / "renamed.jsonl"
+    src.write_text("".join(json.dumps({"name": r["title"], "body": r["text"]}) + "\n"
+                           for r in map(json.loads, rows[:150])))
+    rc, err = run_cli(capsys, "cpu", f"corpus={src}", f"out={tmp_path / 'x'}")
+    assert rc == 2 and "(fields found: body, name); set title_field=NAME and text_field=NAME" in err
+    out = tmp_path / "ok"
+    assert main(["data", "build", "cpu", f"corpus={src}", f"out={out}", "title_field=name",
+                 "text_field=body", "num_tasks=3", "progress=false"]) == 0
+    assert read_manifest(out).complete
+
+
+def test_out_that_is_a_file_is_a_one_line_error(tmp_path, capsys):
+    f = tmp_path / "tasks.jsonl"
+    f.write_text("keep me")
+    for out in (f, f / "sub"):
+        rc, err = run_cli(capsys, "cpu", f"out={out}", "limit_pages=2")
+        assert rc == 2 and "is a file, not a folder" in err and len(err.strip().splitlines()) == 1
+    assert f.read_text() == "keep me"
+
+
+def test_absurd_num_tasks_are_one_line_errors(tmp_path, capsys):
+    rc, err = run_cli(capsys, "cpu", f"out={tmp_path / 'a'}", "num_tasks=1000000000000")
+    assert rc == 2 and "more tasks than any corpus can give" in err and len(err.strip().splitlines()) == 1
+    rc, err = run_cli(capsys, "cpu", f"out={tmp_path / 'b'}", "num_tasks=1000000", "limit_pages=3")
+    assert rc == 2 and "far beyond what corpus 'embedded' can give" in last_line(err)
+    assert not list((tmp_path / "b").glob("shard-*"))  # refused before any shard
+
+
+def test_num_tasks_beyond_the_pool_is_capped_not_sharded_into_empty_files(tmp_path, capsys):
+    out = tmp_path / "cap"
+    stats = build(embedded_cfg(out, num_tasks=200, shard_size=10, limit_pages=2,
+                               e2e=replace(CPU, min_mentions=1, min_chunks=1)))
+    pool = stats["pool_passages"]
+    assert pool < 200 and stats["shards"] == -(-pool // 10)  # shards for the pool, not for 200 tasks
+    assert len(list(out.glob("shard-*.jsonl"))) == stats["shards"]
+    assert all(d["pivots_tried"] > 0 for d in map(json.loads, map(Path.read_text,
+                                                                    (out / "shard_stats").glob("*.json"))))
+    assert "(of num_tasks=200: one per passage of the pool)" in last_line(capsys.readouterr().out)

@@ -145,3 +145,95 @@ def test_identifying_parts_rule():
     assert identifying_parts("Paris, Texas") == ("Paris",)
     assert identifying_parts("Japanese tea ceremony") == ()  # not a proper name: no parts
     assert identifying_parts("Paris") == ()
+
+
+# ------------------------------------------------------------------------------------------ derived forms
+
+
+def masked(text: str, *forms: str) -> str:
+    from memtrain.tasks.masking import with_parts
+
+    return mask_entity(text, with_parts(forms))[0]
+
+
+@pytest.mark.parametrize(
+    ("form", "text", "expected"),
+    [
+        ("Algeria", "the Algerian President met Algerians", "the [MASK] President met [MASK]"),
+        ("Angola", "the first Angolan, Angolans' and Angola's", "the first [MASK], [MASK]' and [MASK]'s"),
+        ("Christian", "Arab Christians and Christianity", "Arab [MASK] and [MASK]"),
+        ("cognitive science", "the cognitive sciences", "the [MASK]"),
+        ("Azerbaijanis", "an Azerbaijani in Azerbaijan", "an [MASK] in [MASK]"),
+        ("Italian", "Italians of Italy", "[MASK] of [MASK]"),  # the irregular table
+        ("Japan", "Japanese", "[MASK]"), ("Japanese", "Japan", "[MASK]"), ("China", "Chinese", "[MASK]"),
+        ("Israel", "Israeli and Israelis", "[MASK] and [MASK]"), ("Mexico", "Mexican", "[MASK]"),
+        ("Afghanistan", "Afghans", "[MASK]"), ("Iceland", "Icelandic", "[MASK]"),
+        ("France", "the French", "the [MASK]"), ("French", "in France", "in [MASK]"),
+        ("feminism", "feminists", "[MASK]"), ("Buddhist", "Buddhism", "[MASK]"),
+        ("telescopes", "a telescope", "a [MASK]"), ("city", "cities", "[MASK]"),
+        ("North Africa", "North African states", "[MASK] states"),
+        ("President of the United States", "Presidents of the United States", "[MASK]"),
+    ],
+)  # fmt: skip
+def test_derived_forms_are_masked(form, text, expected):
+    assert masked(text, form) == expected
+
+
+@pytest.mark.parametrize(
+    ("form", "text"),
+    [
+        ("Angola", "Angle, Angles, Anglo, angular"), ("India", "Indiana"), ("Paris", "a parish"),
+        ("Williams", "William"), ("Gates", "a gate"), ("Evans", "Evan"), ("Georgian", "George"),
+        ("Victorian", "Victory, Victor"), ("Chinese", "his chin"), ("Maltese", "malt"),
+        ("Spanish", "a span"), ("Logan", "a logo"), ("Paul", "Pauli"), ("Bondi", "a bond"),
+        ("Persian", "persist"), ("Julian", "July"), ("July", "Julian"), ("Corn", "Cornish"),
+        ("Barbara", "barbarian"), ("Arta", "artist"), ("Roman", "Romanian"), ("Solaris", "solar"),
+        ("UNITA", "United"), ("Genesis", "genes"), ("news", "new"), ("Ira", "Iran"),
+    ],
+)  # fmt: skip
+def test_derived_forms_leave_unrelated_words(form, text):
+    """Each pair is a rewrite that would hit a real, unrelated word without its guard (masking.py)."""
+    assert masked(text, form) == text
+
+
+def test_derived_forms_only_from_the_entitys_own_forms():
+    from memtrain.tasks.masking import derived_forms, identifying_parts, with_parts
+
+    assert "Mills" not in with_parts(["John Stuart Mill"])  # a part ("Mill") derives nothing
+    assert "Mill" in identifying_parts("John Stuart Mill")
+    assert derived_forms("U.S.") == derived_forms("NASA") == derived_forms("1969") == ()
+    assert "mask" not in with_parts(["masks"]) and "Target" not in with_parts(["Targets"])  # placeholders
+
+
+def test_trie_matcher_equals_the_flat_alternation():
+    """The trie-compiled matcher finds exactly what the flat longest-first alternation finds."""
+    import random
+    import re
+
+    from memtrain.tasks.masking import _form_regex, form_pattern, with_parts
+
+    rng = random.Random(0)
+    words = ["Angola", "Angolan", "angolans", "New York", "new  York City", "York", "Paris", "Parisian",
+             "U.S.", "C++", "Ärger", "ß", "ſun", "SUN", "İstanbul", "cognitive science", "Azerbaijanis",
+             "a-b c", "b c"]
+    fillers = ["-", "(", "and", "xAngola", "Angolax", "sun", "Angolanss", "cognitive sciences."]
+    for _ in range(2000):
+        forms = normalize_forms(with_parts(rng.sample(words, rng.randint(1, 5))))
+        text = " ".join(rng.choice(words + fillers) for _ in range(14))
+        ref = re.compile(r"(?<!\w)(?:" + "|".join(_form_regex(f) for f in forms) + r")(?!\w)", re.IGNORECASE)
+        got = list(form_pattern(forms).finditer(text))
+        assert got == [m.span() for m in ref.finditer(text)], (forms, text)
+
+
+def test_oracle_finds_what_masking_should_hide():
+    """The independent checker of tests/tasks/derived_oracle.py, on hand-made cases."""
+    from derived_oracle import derived_leaks
+
+    assert derived_leaks("the Algerian President", ["Algeria"]) == [("Algeria", "Algerian")]
+    assert derived_leaks("Arab Christians", ["Christian"]) == [("Christian", "Christians")]
+    assert derived_leaks("the cognitive sciences", ["cognitive science"]) == [
+        ("cognitive science", "cognitive sciences")]
+    assert derived_leaks("an Azerbaijani", ["Azerbaijanis"]) == [("Azerbaijanis", "Azerbaijani")]
+    assert derived_leaks("Angle, [MASK] and Indiana", ["Angola", "India"]) == []
+    for form, text in [("Algeria", "the Algerian President"), ("Azerbaijanis", "an Azerbaijani")]:
+        assert derived_leaks(masked(text, form), [form]) == []
