@@ -4,7 +4,8 @@ Six arms share the model, agent budgets, evaluation and seeds; each differs only
 
     A  base model, no training
     B  MemTrain only (self-supervised E2E + IMR GRPO on Wikipedia E2E tasks)
-    C  task RL only (long-document HotpotQA built from training questions disjoint from the eval questions)
+    C  task RL only (long-document QA built from training questions disjoint from the eval questions:
+       HotpotQA at the cpu scales, sentence-level SQuAD at micro)
     D  MemTrain (B's stage, reused) then the same task RL as C (same settings, same budget)
     E  ablation: MemTrain without IMR (rollout.imr: false), then the same task RL
     F  ablation: decoupled MemTrain (IMR answers trained in their own groups, but λ = 0: their reward is not
@@ -699,7 +700,7 @@ def report_table(found: dict[str, dict[int, dict[str, Any]]]) -> str:
             tokens.append(f"{n} docs ≈ {statistics.fmean(toks):.0f} tokens")
     return ("\n".join(lines) + "\n\nAccuracy = each run's headline metric (%; MemAgent's two-way substring "
             "match since the faithful-evaluation change, sub-EM in runs made before it) on the held-out "
-            "long-document HotpotQA questions, "
+            "long-document QA questions (the scale's task_eval set), "
             "greedy; mean ± std over seeds (one seed: no ±); avg EM / F1: the same answers scored by exact "
             "match / token F1, averaged over lengths. Proxy = strict EM on held-out E2E tasks and one "
             f"IMR probe per task. Rows per run (questions × lengths): {n_q}. Context: {'; '.join(tokens)}.\n")
@@ -802,10 +803,12 @@ def plot(found: dict[str, dict[int, dict[str, Any]]], path: Path, title: str) ->
             accs = [g["accuracy"] for g in groups if g["accuracy"] is not None]
             toks = [g["mean_tokens"] for g in groups if g.get("mean_tokens")]
             by_length[n] = {"accuracy": statistics.fmean(accs) if accs else None,
+                            "accuracy_sd": statistics.stdev(accs) if len(accs) > 1 else None,
+                            "samples": len(accs), "n": sum(g["n"] for g in groups),
                             "mean_tokens": statistics.fmean(toks) if toks else None}
         series.append({"label": ARM_LABELS[arm], "by_length": by_length})
     path.parent.mkdir(parents=True, exist_ok=True)
-    plot_accuracy(series, path, title=title)
+    plot_accuracy(series, path, title=title, samples_are="seeds (n = questions × seeds)")
     path.chmod(0o644)  # the atomic writer's temp file is private; the plot is meant to be shared
     return path
 

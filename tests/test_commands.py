@@ -6,7 +6,7 @@ import pytest
 import yaml
 
 from memtrain.cli import VERBS, _load, main
-from memtrain.config import describe, load_config
+from memtrain.config import describe, load_config, preset_names
 
 
 @pytest.mark.parametrize("verb", list(VERBS))
@@ -78,3 +78,19 @@ def test_a_missing_local_model_folder_is_named_not_looked_up_on_the_hub(tmp_path
         load_tokenizer("runs/nope")
     with pytest.raises(MemtrainError, match="no such folder"):
         load_tokenizer("./checkpoints/final")
+
+
+def test_every_task_folder_a_preset_reads_is_built_by_a_data_preset():
+    from memtrain.recipes.build_tasks import BuildConfig
+    from memtrain.recipes.evaluate import EvalConfig
+    from memtrain.rl.config import TrainConfig
+
+    built = {load_config(BuildConfig, "data", name).out for name in preset_names("data")}
+    read = {(f"eval/{n}", load_config(EvalConfig, "eval", n).tasks_dir) for n in preset_names("eval")}
+    for name in preset_names("train"):
+        data = load_config(TrainConfig, "train", name).data
+        read |= {(f"train/{name}", d) for d in (data.tasks_dir, data.eval_tasks_dir) if d}
+    assert {(who, d) for who, d in read if d not in built} == set()
+    # the micro evaluation reads with the budgets and prompts the micro task RL trains with
+    ev, task = load_config(EvalConfig, "eval", "micro"), load_config(TrainConfig, "train", "micro_task_squad")
+    assert ev.agent == task.agent

@@ -337,3 +337,25 @@ def test_rerun_of_an_arm_with_the_same_seed_gives_the_same_numbers(shared_data, 
     base = load_model("tiny")[0].state_dict()
     assert all(torch.equal(first[k], second[k]) for k in first)
     assert any(not torch.equal(first[k], base[k]) for k in first)  # the stage did train
+
+
+def test_comparisons_are_paired_by_seed_with_a_t_interval():
+    def run(accs):  # one finished run: accuracy per length, averaged as metrics.json does
+        by = {n: {"accuracy": a, "em": 0.0, "f1": a, "n": 32, "mean_tokens": 100 * int(n)}
+              for n, a in zip(("4", "32"), accs, strict=True)}
+        return {"longqa": {"by_length": by, "average_over_lengths": sum(accs) / 2}, "proxy": None}
+
+    found = {"A": {0: run([0.2, 0.0])},
+             "C": {0: run([0.3, 0.1]), 1: run([0.4, 0.0]), 2: run([0.2, 0.2])},
+             "D": {0: run([0.5, 0.1]), 1: run([0.4, 0.2]), 2: run([0.3, 0.3]), 3: run([0.9, 0.9])}}
+    s = headline.summary(found)
+    dc = next(c for c in s["comparisons"] if (c["x"], c["y"], c["length"]) == ("D", "C", None))
+    assert dc["seeds"] == [0, 1, 2]  # seed 3 has no C run to pair with
+    assert dc["diffs"] == pytest.approx([0.1, 0.1, 0.1]) and dc["ci95"] == pytest.approx([0.1, 0.1])
+    assert {c["x"] for c in s["comparisons"]} == {"D"}  # the documented comparisons only; no B run: no B − A
+    d4 = next(c for c in s["comparisons"] if (c["x"], c["y"], c["length"]) == ("D", "C", "4"))
+    assert d4["mean"] == pytest.approx(0.1) and d4["sd"] == pytest.approx(0.1)
+    half = 4.303 * 0.1 / 3 ** 0.5  # t(0.975, 2 df) * sd / sqrt(n)
+    assert d4["ci95"] == pytest.approx([0.1 - half, 0.1 + half])
+    assert s["arms"]["D"]["drop_shortest_to_longest"]["per_seed"] == pytest.approx([0.4, 0.2, 0.0, 0.0])
+    assert "D − C" in headline.comparison_lines(s)

@@ -95,11 +95,12 @@ def markdown_table(metrics: Sequence[dict[str, Any]], metric: str = "accuracy") 
 
 
 def plot_accuracy(metrics: Sequence[dict[str, Any]], path: str | Path, metric: str = "accuracy",
-                  title: str | None = None) -> Path:
-    """PNG of ``metric`` vs mean context length in tokens (log x), one line per method."""
+                  title: str | None = None, samples_are: str = "samples per question") -> Path:
+    """PNG of ``metric`` vs mean context length in tokens (log x), one line per method; ``samples_are``
+    names what a group's ``samples`` count (the headline's spread is over training seeds)."""
     import matplotlib.pyplot as plt
 
-    fig = accuracy_figure(metrics, metric, title)
+    fig = accuracy_figure(metrics, metric, title, samples_are)
     path = Path(path)
     with atomic_open(path, "wb") as f:
         fig.savefig(f, format="png")
@@ -107,8 +108,8 @@ def plot_accuracy(metrics: Sequence[dict[str, Any]], path: str | Path, metric: s
     return path
 
 
-def accuracy_figure(metrics: Sequence[dict[str, Any]], metric: str = "accuracy", title: str | None = None
-                    ) -> Any:
+def accuracy_figure(metrics: Sequence[dict[str, Any]], metric: str = "accuracy", title: str | None = None,
+                    samples_are: str = "samples per question") -> Any:
     """The matplotlib figure of :func:`plot_accuracy`: a point per length, marked with its ``n``, and the
     spread over samples as error bars."""
     import matplotlib
@@ -139,8 +140,8 @@ def accuracy_figure(metrics: Sequence[dict[str, Any]], metric: str = "accuracy",
             ax.annotate(f"n={n}", (x, y), textcoords="offset points", xytext=(4, 5), fontsize=7,
                         color=line.lines[0].get_color())
     many = sorted(k for k in samples if k > 1)
-    note = f"bars: ± sd over {'/'.join(map(str, many))} samples per question" if many else \
-        "1 sample per question: no spread over samples"
+    note = f"bars: ± sd over {'/'.join(map(str, many))} {samples_are}" if many else \
+        f"no spread: one of the {samples_are.split(' (')[0]} per point"
     ax.set_xscale("log")
     ax.set_xlabel("context length (tokens, log scale)")
     ax.set_ylabel(f"{metric} (%)")
