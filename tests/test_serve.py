@@ -51,9 +51,8 @@ def server(hf):
 
 
 @contextlib.contextmanager
-def running(engine, **cfg):
-    """A server over ``engine`` on a free loopback port, serving on a thread for the ``with`` block."""
-    srv = make_server(engine, **{"model": "tiny", "port": 0, "batch_window_ms": 20, **cfg})
+def serving(srv):
+    """``srv`` (either server, already bound) serving on a thread for the ``with`` block, then closed."""
     thread = threading.Thread(target=srv.serve_forever, daemon=True)
     thread.start()
     try:
@@ -61,7 +60,12 @@ def running(engine, **cfg):
     finally:
         srv.shutdown()
         srv.server_close()
-        thread.join(timeout=5)
+        thread.join(timeout=10)
+
+
+def running(engine, **cfg):
+    """A ``memtrain serve`` server over ``engine`` on a free loopback port, for the ``with`` block."""
+    return serving(make_server(engine, **{"model": "tiny", "port": 0, "batch_window_ms": 20, **cfg}))
 
 
 def conversations(n: int) -> list[list[dict[str, str]]]:

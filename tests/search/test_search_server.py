@@ -4,7 +4,6 @@ JSON (hypothesis)."""
 
 from __future__ import annotations
 
-import contextlib
 import json
 import threading
 import time
@@ -12,7 +11,7 @@ import time
 import httpx
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from test_serve import JSON, JSON_LEAF, burst, exchange, head, status_of, wait_until
+from test_serve import JSON, JSON_LEAF, burst, exchange, head, serving, status_of, wait_until
 
 from memtrain.records import Hit
 from memtrain.search.server import make_retriever_server, parse_retrieve
@@ -41,17 +40,9 @@ class Gated(Echo):
         return super().search(queries, topk)
 
 
-@contextlib.contextmanager
 def running(backend=None, **http):
-    srv = make_retriever_server(backend or Echo(), port=0, http=HTTPConfig(**http))
-    thread = threading.Thread(target=srv.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield srv
-    finally:
-        srv.shutdown()
-        srv.server_close()
-        thread.join(timeout=10)
+    """A retriever server over ``backend`` on a free loopback port, for the ``with`` block."""
+    return serving(make_retriever_server(backend or Echo(), port=0, http=HTTPConfig(**http)))
 
 
 def test_a_burst_of_new_connections_is_all_answered():
