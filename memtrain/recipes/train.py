@@ -46,6 +46,7 @@ from memtrain.rl.rows import build_rows
 from memtrain.rl.trainer import (
     MetricsLog,
     autocast,
+    bf16_compute,
     check_update_precision,
     load_policy,
     peak_rss_gib,
@@ -77,6 +78,8 @@ def train(cfg: TrainConfig) -> Path:
     say(f"loading {cfg.model.init_from or cfg.model.name}")
     model, tok = load_policy(cfg)
     check_update_precision(model, cfg.optim.lr)
+    if cfg.bf16 and not bf16_compute(cfg, model):
+        say("bf16: this CPU has no native bf16 (AVX512-BF16/AMX); computing in fp32, which is faster here")
     train_tasks, held_out, agent = load_data(cfg, tok)
     cfg = dataclasses.replace(cfg, agent=agent)  # budgets adopted from the task set are part of the run
     searcher = None

@@ -127,7 +127,8 @@ class TrainConfig:
     micro_batch_size: int = option("conversations per forward/backward pass", 8)
     ppo_epochs: int = option("passes over each batch's rows (with one mini-batch and one epoch the ratio "
                              "is 1)", 1)
-    bf16: bool = option("bf16 autocast for forward passes (CPU or GPU); weights stay in model.dtype", True)
+    bf16: bool = option("bf16 autocast for forward passes on GPUs and on CPUs with native bf16 "
+                        "(AVX512-BF16/AMX; other CPUs compute in fp32); weights stay in model.dtype", True)
     gradient_checkpointing: bool = option("recompute activations in backward to save memory", True)
     seed: int = option("seed for data order, IMR choices, sampling and init", 0)
     out_dir: str = option("run folder: checkpoints, metrics.jsonl, tb/, final/", "runs/memtrain")

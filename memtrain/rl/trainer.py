@@ -25,6 +25,7 @@ import torch
 from memtrain.config import to_dict
 from memtrain.errors import MemtrainError
 from memtrain.io import read_jsonl_tolerant, write_jsonl
+from memtrain.models import cpu_has_bf16
 from memtrain.progress import progress_bar
 from memtrain.records import Rollouts, Row
 from memtrain.rl import checkpoint as ckpt
@@ -141,11 +142,18 @@ def warmup(steps: int):
     return lambda s: min(1.0, (s + 1) / steps) if steps > 0 else 1.0
 
 
-def autocast(cfg: TrainConfig, model: Any) -> AbstractContextManager:
-    if not cfg.bf16:
-        return nullcontext()
+def bf16_compute(cfg: TrainConfig, model: Any) -> bool:
+    """Whether forward passes run in bf16 autocast: ``cfg.bf16`` on any GPU and on CPUs with AVX512-BF16 or
+    AMX. Other CPUs emulate bf16 matmuls (a plain loop in backward, many times slower than fp32), so they
+    compute in fp32."""
     device = next(model.parameters()).device.type
-    return torch.autocast(device, dtype=torch.bfloat16)
+    return cfg.bf16 and (device != "cpu" or cpu_has_bf16())
+
+
+def autocast(cfg: TrainConfig, model: Any) -> AbstractContextManager:
+    if not bf16_compute(cfg, model):
+        return nullcontext()
+    return torch.autocast(next(model.parameters()).device.type, dtype=torch.bfloat16)
 
 
 def load_policy(cfg: TrainConfig) -> tuple[Any, Any]:

@@ -232,3 +232,20 @@ def test_the_trainer_learns_a_learnable_reward(tmp_path, monkeypatch):
     rows = [json.loads(x) for x in (Path(cfg.out_dir) / "metrics.jsonl").read_text().splitlines()]
     reward = [r["reward/e2e_strict_em"] for r in rows if r["step"] > 0]
     assert sum(reward[-3:]) / 3 > sum(reward[:3]) / 3 + 0.2, reward
+
+
+@pytest.mark.parametrize("native", [False, True])
+def test_bf16_autocast_only_where_the_cpu_computes_bf16(tiny, monkeypatch, native):
+    """bf16 autocast on a CPU without AVX512-BF16/AMX runs backward matmuls through torch's emulation loop
+    (measured 23x slower than fp32 on the AVX2 box): there the trainer must compute in fp32."""
+    model, _ = tiny
+    monkeypatch.setattr(trainer, "cpu_has_bf16", lambda: native)
+    cfg = TrainConfig()
+    assert cfg.bf16
+    x = torch.randn(2, 4)
+    with trainer.autocast(cfg, model):
+        y = torch.nn.functional.linear(x, torch.randn(3, 4))
+    assert y.dtype == (torch.bfloat16 if native else torch.float32)
+    cfg.bf16 = False
+    with trainer.autocast(cfg, model):
+        assert torch.nn.functional.linear(x, torch.randn(3, 4)).dtype == torch.float32
