@@ -135,7 +135,11 @@ def main(argv: list[str] | None = None) -> int:
         args.rows, args.prompt_len, args.completion_len, args.repeats = 8, 128, 32, 2
     name = args.model or ("tiny" if args.quick else "smollm2")
 
-    from memtrain.models import enable_checkpointing, load_model
+    from memtrain.models import cpu_has_bf16, enable_checkpointing, load_model
+
+    if args.bf16 and not torch.cuda.is_available() and not cpu_has_bf16():
+        args.bf16 = False  # as `memtrain train` decides: emulated bf16 would time torch's fallback, not us
+        print("bf16 autocast off on both sides: this CPU has no native bf16 (AVX512-BF16/AMX)")
 
     torch.manual_seed(0)
     base, tok = load_model(name, dtype="fp32")

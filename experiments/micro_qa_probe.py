@@ -8,8 +8,8 @@ For the first ``--n`` tasks of each task set, three ways to answer, each greedy 
 top-p 0.9, the rollout settings of the micro presets), scored by lenient sub-EM like the training reward:
 
 - ``agent``: the memory agent as trained (``micro`` prompts, 32-token memory, 24-token chunks);
-- ``oracle memory`` (QA tasks only): the final prompt with the gold sentence itself as the memory, the best a
-  memory can hold;
+- ``oracle memory``: the final prompt with the best a memory can hold as the memory: the gold sentence (QA),
+  or the first chunk that shows the masked entity's placeholder (E2E);
 - ``full context``: the whole document in one prompt (no memory at all).
 
 A GRPO group has signal when some but not all of its 4 samples are right; task RL needs signal in a good
@@ -37,6 +37,7 @@ def main() -> None:
     ap.add_argument("--tasks", nargs="+", default=["data/squad_micro_train", "data/e2e_micro"])
     ap.add_argument("--n", type=int, default=32, help="tasks per task set")
     ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--skip-agent", action="store_true", help="only the one-prompt ways (no agent)")
     ap.add_argument("--out", default=str(RESULTS / "micro_qa_probe"))
     args = ap.parse_args()
 
@@ -82,6 +83,9 @@ def main() -> None:
                 assert len(keys) == t.meta["n_docs_built"]
             ways["oracle memory"] = [prompts.user(p.final.format(memory=g, problem=t.problem))
                                      for g, t in zip(gold, tasks, strict=True)]
+        else:  # E2E: the best a memory can hold is the masked text around the entity itself
+            ways["oracle memory"] = [prompts.user(p.final.format(
+                memory=next(c for c in t.chunks if prompts.MASK in c), problem=t.problem)) for t in tasks]
         for way, convs in ways.items():
             t0 = time.perf_counter()
             g = score([c.text for c in engine.generate(convs, greedy)], 1)
@@ -90,6 +94,8 @@ def main() -> None:
                          "sampled": sum(s), "samples": len(s), "groups_with_signal": signal(s, 4),
                          "seconds": round(time.perf_counter() - t0, 1)})
             print(rows[-1], flush=True)
+        if args.skip_agent:
+            continue
         t0 = time.perf_counter()
         for name, cfg in (("greedy", RolloutConfig(g1=1, g2=1, imr=False, reward="sub_em", temperature=1e-6)),
                           ("sampled", RolloutConfig(g1=4, g2=1, imr=False, reward="sub_em", temperature=0.7,
@@ -114,7 +120,8 @@ def main() -> None:
               f"| {r['seconds']} |" for r in rows]
     out.with_suffix(".md").write_text(
         "# Step-0 probe of the micro tasks (SmolLM2-135M, lenient sub-EM)\n\n"
-        f"`python experiments/micro_qa_probe.py --tasks {' '.join(args.tasks)} --n {args.n}`\n\n"
+        f"`python experiments/micro_qa_probe.py --tasks {' '.join(args.tasks)} --n {args.n}"
+        f"{' --skip-agent' if args.skip_agent else ''}`\n\n"
         + "\n".join(lines) + "\n")
     print("\n".join(lines))
 
