@@ -199,12 +199,12 @@ def run_one(args: argparse.Namespace) -> dict:
         stage_end("read")
         return held["passages"], held["corpus_stats"]
 
-    def make_retriever(kind, progress=False):
+    def make_retriever(kind, progress=False, **kw):
         if "retriever" in held:
             r = held["retriever"]
             r.index = lambda texts: stage_end("index")
             return r
-        r = real_make(kind, progress)
+        r = real_make(kind, progress, **kw)
         real_index = r.index
 
         def index(texts):
@@ -221,7 +221,7 @@ def run_one(args: argparse.Namespace) -> dict:
         shutil.rmtree(out, ignore_errors=True)
         cfg = load_config(bt.BuildConfig, "data", "cpu", [
             f"corpus={args.corpus}", f"out={out}", f"num_tasks={args.tasks}",
-            f"shard_size={-(-args.tasks // 4)}", f"workers={workers}", "progress=false"])
+            f"shard_size={-(-args.tasks // 4)}", f"workers={workers}", "progress=false", *args.set])
         capacity = parallel_capacity()
         t0 = time.perf_counter()
         with Sampler() as smp:
@@ -544,6 +544,7 @@ def main() -> int:
     ap.add_argument("--repeat", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--corpus", help=argparse.SUPPRESS)
     ap.add_argument("--out", help=argparse.SUPPRESS)
+    ap.add_argument("--set", nargs="*", default=[], help=argparse.SUPPRESS)  # more overrides (--one)
     ap.add_argument("--workers-one", dest="workers_one", type=int, default=1, help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.one:

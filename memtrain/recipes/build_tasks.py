@@ -2,7 +2,10 @@
 
 ``kind=e2e`` (the self-supervised MemTrain tasks, DESIGN §2), top to bottom:
 
-1. Read the whole passage pool from the corpus (the pool is also where random passages come from).
+1. Read the whole passage pool from the corpus (the pool is also where random passages come from), by
+   default streaming it into a passage store on disk (``out/pool``, :mod:`memtrain.corpus.store`) that
+   the builder memory-maps and reads by row id, so no stage holds every passage as a Python object. A
+   resumed build reuses the store when it was read from the same sources with the same settings.
 2. Index it once with the retriever (BM25, or MiniLM embeddings cached on disk).
 3. Order the pivots: a permutation of the pool drawn from ``e2e.seed``.
 4. Build shards, in parallel processes if asked. Shard ``s`` of ``S`` owns the pivots at positions
@@ -42,6 +45,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from memtrain.config import option
+from memtrain.corpus.store import PassageStore, read_store_meta, write_store
 from memtrain.errors import MemtrainError
 from memtrain.io import atomic_open, write_json
 from memtrain.records import MemTask, Passage
@@ -102,8 +106,14 @@ class BuildConfig:
     entities: str = option("e2e entity extractor: auto (wiki links where present + rules), links, rules, "
                            "spacy (the paper's NER; pip install 'memtrain[spacy]'), or a combination such as "
                            "links+spacy", "auto")
-    retriever: Literal["bm25", "dense"] = option(
-        "e2e related passages: bm25, or dense (all-MiniLM-L6-v2 embeddings, cached on disk)", "bm25")
+    retriever: Literal["bm25", "tantivy", "dense"] = option(
+        "e2e related passages: bm25 (exact BM25, index in memory), tantivy (BM25 from an on-disk index with "
+        "sublinear top-k; close to bm25's hits, not the same: benchmarks/results/bm25_index.md), or dense "
+        "(all-MiniLM-L6-v2 embeddings, cached on disk)", "bm25")
+    retriever_top_terms: int | None = option(
+        "e2e, bm25/tantivy: query with only the pivot's N highest-IDF distinct terms found in other passages "
+        "(MoreLikeThis style; lower recall, faster with tantivy, not with bm25: "
+        "benchmarks/results/bm25_index.md); None: the whole pivot", None)
     limit_pages: int | None = option("e2e: read at most this many corpus pages", None)
     title_field: str = option("e2e, .jsonl/.parquet/hf: sources: the field holding a record's title", "title")
     text_field: str = option("e2e, .jsonl/.parquet/hf: sources: the field holding a record's text", "text")
@@ -120,6 +130,11 @@ class BuildConfig:
     searchqa: SearchQAConfig = option("how search-QA tasks are built", factory=SearchQAConfig)
     shard_size: int = option("tasks per shard file", 1000)
     format: Literal["jsonl", "parquet"] = option("shard file format", "jsonl")
+    pool: Literal["disk", "memory"] = option(
+        "e2e: where the passage pool lives while tasks are built: disk (a memory-mapped Arrow store in "
+        "out/pool, kept for resume) or memory (a list of passages, as before the store). Same tasks either "
+        "way",
+        "disk")
     workers: int = option("e2e: processes building shards in parallel (and reading a multistream dump whose "
                           "-multistream-index file lies beside it)", 1)
     overwrite: bool = option("replace a task set built with another configuration in `out`", False)
@@ -136,18 +151,25 @@ class BuildConfig:
         for name in ("shard_size", "workers"):
             if getattr(self, name) < 1:
                 raise MemtrainError(f"BuildConfig.{name} must be >= 1, got {getattr(self, name)}")
+        top = self.retriever_top_terms
+        if top is not None and (top < 1 or self.retriever == "dense"):
+            raise MemtrainError(f"BuildConfig.retriever_top_terms={top}: needs >= 1 and retriever=bm25 or "
+                                "tantivy (a dense query has no terms); or null for the whole pivot")
 
     def identity(self) -> dict[str, Any]:
         """What the tasks depend on (for ``kind`` only its own section); its hash guards resume."""
         d = asdict(self)
-        for k in ("workers", "out", "overwrite", "progress", "strict", "search_corpus", "searchqa"):
+        for k in ("workers", "out", "overwrite", "progress", "strict", "pool", "search_corpus", "searchqa"):
             d.pop(k)
         if self.kind == "e2e":
             d.pop("longqa")
         else:
-            for k in ("corpus", "entities", "retriever", "limit_pages", "max_passage_words",
-                      "min_passage_words", "num_tasks", "e2e", "title_field", "text_field"):
+            for k in ("corpus", "entities", "retriever", "retriever_top_terms", "limit_pages",
+                      "max_passage_words", "min_passage_words", "num_tasks", "e2e", "title_field",
+                      "text_field"):
                 d.pop(k)
+        if d.get("retriever_top_terms") is None:  # added later: absent at its default, so old hashes hold
+            d.pop("retriever_top_terms", None)  # (already gone for kinds other than e2e)
         d["builder_version"] = BUILDER_VERSION
         return d
 
@@ -310,23 +332,53 @@ def build_longqa(cfg: BuildConfig, tokenizer: Any) -> dict[str, Any]:
     return stats
 
 
-def read_pool(cfg: BuildConfig) -> tuple[list[Passage], dict[str, Any]]:
-    """All passages of the corpus (the pool) and the reader's statistics."""
+POOL_DIR = "pool"  # the passage store inside a task-set folder (pool=disk)
+
+
+def read_pool(cfg: BuildConfig) -> tuple[list[Passage] | PassageStore, dict[str, Any]]:
+    """All passages of the corpus (the pool) and the reader's statistics.
+
+    ``pool=memory``: a list. ``pool=disk``: a :class:`PassageStore` in ``out/pool``, streamed from the
+    reader, or the one already there when it was read from the same sources with the same settings (a
+    resumed build; a store with losses is re-read under ``strict``, so the error is raised).
+    """
     from memtrain.corpus import CorpusStats, iter_passages
 
     stats = CorpusStats(strict=cfg.strict)
-    passages = list(iter_passages(cfg.corpus, entities=cfg.entities, max_passage_words=cfg.max_passage_words,
-                                  min_passage_words=cfg.min_passage_words, limit_pages=cfg.limit_pages,
-                                  stats=stats, title_field=cfg.title_field, text_field=cfg.text_field,
-                                  workers=cfg.workers))
-    cstats = {**stats.as_dict(), "losses": stats.losses()}
-    if stats.losses():
+    stream = iter_passages(cfg.corpus, entities=cfg.entities, max_passage_words=cfg.max_passage_words,
+                           min_passage_words=cfg.min_passage_words, limit_pages=cfg.limit_pages,
+                           stats=stats, title_field=cfg.title_field, text_field=cfg.text_field,
+                           workers=cfg.workers)
+    passages: list[Passage] | PassageStore
+    if cfg.pool == "memory":
+        passages = list(stream)
+        cstats = {**stats.as_dict(), "losses": stats.losses()}
+    else:
+        folder, key = Path(cfg.out) / POOL_DIR, pool_key(cfg)
+        old = read_store_meta(folder)
+        if old and old["meta"].get("key") == key and not (cfg.strict and old["meta"]["corpus"]["losses"]):
+            stream.close()
+            passages, cstats = PassageStore(folder), old["meta"]["corpus"]
+        else:
+            passages = write_store(stream, folder, meta=lambda: {
+                "key": key, "corpus": {**stats.as_dict(), "losses": stats.losses()}})
+            cstats = passages.meta["corpus"]
+    if cstats["losses"]:
         log.warning("corpus %r: input lost to damage (%s); building from what was read; the task set will "
-                    "not be marked complete (strict=true makes this an error)", cfg.corpus, stats.losses())
+                    "not be marked complete (strict=true makes this an error)", cfg.corpus, cstats["losses"])
     if not passages:
         raise MemtrainError(f"corpus {cfg.corpus!r} yielded no passages (read: {cstats}); check the path and "
                             "format, or lower min_passage_words")
     return passages, cstats
+
+
+def pool_key(cfg: BuildConfig) -> str:
+    """What the passages depend on: a store with another key is read again, not reused."""
+    read = {k: getattr(cfg, k) for k in ("corpus", "entities", "limit_pages", "max_passage_words",
+                                         "min_passage_words", "title_field", "text_field")}
+    # the sources as hashed into this build's manifest (written before the pool is read): not hashed twice
+    sources = read_manifest(cfg.out).sources if (Path(cfg.out) / MANIFEST).is_file() else source_files(cfg)
+    return config_hash({**read, "sources": [asdict(s) for s in sources], "builder_version": BUILDER_VERSION})
 
 
 def build_e2e(cfg: BuildConfig, tokenizer: Any, after_shard: Callable[[int], None] | None = None
@@ -340,15 +392,21 @@ def build_e2e(cfg: BuildConfig, tokenizer: Any, after_shard: Callable[[int], Non
     with _collector_paused():
         passages, corpus_stats = read_pool(cfg)
         t_read = time.perf_counter()
-        if not any(p.entities for p in passages):
+        pool = PassagePool(passages)
+        if not pool.has_entities():
             raise MemtrainError(
-                f"no task could be built: {len(passages)} pivots dropped (no_entity: {len(passages)}); "
+                f"no task could be built: {len(pool)} pivots dropped (no_entity: {len(pool)}); "
                 f"corpus {cfg.corpus!r}: the {cfg.entities!r} extractor found nothing to mask; try other "
                 "entities="
             )
-        pool = PassagePool(passages)
-        retriever = make_retriever(cfg.retriever, progress=cfg.progress)
-        retriever.index([f"{p.title} {p.text}" for p in passages])
+        kw: dict[str, Any] = {"top_terms": cfg.retriever_top_terms} if cfg.retriever_top_terms else {}
+        if cfg.retriever == "tantivy" and cfg.pool == "disk":
+            kw["folder"] = Path(cfg.out) / POOL_DIR / "tantivy"  # beside the store it indexes
+        retriever = make_retriever(cfg.retriever, progress=cfg.progress, **kw)
+        texts = passages.text_view() if isinstance(passages, PassageStore) else \
+            [f"{p.title} {p.text}" for p in passages]
+        retriever.index(texts)
+        del texts
     t_index = time.perf_counter()
 
     n_total = min(cfg.num_tasks or len(pool), len(pool))  # each passage is a pivot at most once

@@ -51,7 +51,7 @@ import re
 from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from memtrain.errors import MemtrainError
 from memtrain.prompts import E2E_PROBLEM, MASK, TARGET
@@ -66,6 +66,9 @@ from memtrain.tasks.masking import (
     normalize_forms,
     with_parts,
 )
+
+if TYPE_CHECKING:
+    from memtrain.corpus.store import PassageStore
 
 LINK_LABEL = "LINK"
 _WORD = re.compile(r"\w+")
@@ -130,17 +133,28 @@ class DropReason:
 
 
 class PassagePool:
-    """The passages tasks are drawn from, plus every surface form of every entity key in them."""
+    """The passages tasks are drawn from, plus every surface form of every entity key in them.
 
-    def __init__(self, passages: Sequence[Passage]) -> None:
-        self.passages = list(passages)
+    The passages are a list, or a :class:`~memtrain.corpus.store.PassageStore` on disk: then only the
+    form index (per entity key, not per passage) and a bounded cache of recently used rows are Python
+    objects, and :meth:`prefetch` gathers the rows of one task in a single read. Either way ``pool[i]`` is
+    the same passage, so the tasks built are the same bytes.
+    """
+
+    def __init__(self, passages: Sequence[Passage] | PassageStore, cache_rows: int = 8192) -> None:
+        from memtrain.corpus.store import PassageStore, RowCache
+
+        self.store: PassageStore | None = passages if isinstance(passages, PassageStore) else None
+        self.passages: list[Passage] | None = None if self.store is not None else list(passages)
+        self._rows = RowCache(self.store, cache_rows) if self.store is not None else None
         texts: dict[str, set[str]] = defaultdict(set)
         labels: dict[str, dict[str, int]] = defaultdict(dict)  # plain dicts: Counter's += is ~3x slower
-        for p in self.passages:
-            for e in p.entities:
-                texts[e.key].add(e.text)
-                n = labels[e.key]
-                n[e.label] = n.get(e.label, 0) + 1
+        mentions = self.store.entity_rows() if self.store is not None else \
+            ((e.key, e.text, e.label) for p in self.passages for e in p.entities)
+        for key, text, label in mentions:
+            texts[key].add(text)
+            n = labels[key]
+            n[label] = n.get(label, 0) + 1
         self._forms: dict[str, tuple[str, ...]] = {}
         self._mask_forms: dict[str, tuple[str, ...]] = {}
         self._label: dict[str, str] = {}
@@ -164,10 +178,19 @@ class PassagePool:
             self._label[key] = next(iter(n)) if len(n) == 1 else min(n.items(), key=_by_count)[0]
 
     def __len__(self) -> int:
-        return len(self.passages)
+        return len(self.store) if self.store is not None else len(self.passages)
 
     def __getitem__(self, i: int) -> Passage:
-        return self.passages[i]
+        return self.passages[i] if self._rows is None else self._rows.get(i)
+
+    def prefetch(self, ids: Sequence[int]) -> None:
+        """Bring rows ``ids`` of an on-disk pool into the row cache at once (a no-op for a list)."""
+        if self._rows is not None:
+            self._rows.fetch(ids)
+
+    def has_entities(self) -> bool:
+        """Some passage has an entity mention (else no task can be built)."""
+        return bool(self._label)
 
     def forms(self, key: str) -> tuple[str, ...]:
         """The entity's own surface forms (its accepted answers)."""
@@ -221,7 +244,7 @@ class PassagePool:
         The ratio is lowered by 10% so estimates err towards keeping a little more text.
         """
         if self._chars_per_token is None:
-            sample = [_join(*_render(p, titles)) for p in self.passages[:64]]
+            sample = [_join(*_render(self[i], titles)) for i in range(min(64, len(self)))]
             n_tok = sum(len(tokenizer.encode(t, add_special_tokens=False)) for t in sample)
             self._chars_per_token = 0.9 * sum(map(len, sample)) / max(1, n_tok)
         p = self[j]
@@ -361,6 +384,7 @@ def build_e2e_task(
     taken = {pivot_idx, *related}
     others = [*related, *_pick_random(len(pool), taken, cfg.n_random, rng)]
     rng.shuffle(others)
+    pool.prefetch([pivot_idx, *others])
     counts = {j: pool.n_tokens(j, tokenizer, cfg.titles) for j in [pivot_idx, *others]}
     budget = int(cfg.max_chunks * cfg.chunk_tokens * TRIM_SLACK)
     ids, n_kept = _arrange(pivot_idx, others, counts, budget, rng)
