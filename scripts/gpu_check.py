@@ -8,7 +8,8 @@ weights (no pretrained files travel), prompts are random token ids (no tokenizer
 ``gpu_check.json`` with its numbers:
 
 1. every parameter, optimizer state and batch tensor is on the device;
-2. fp32 master weights with bf16 autocast compute (parameters stay fp32, logits come out bf16);
+2. fp32 master weights with bf16 autocast compute (parameters stay fp32, logits come out bf16; on a CPU
+   without native bf16 the trainer computes in fp32);
 3. an AdamW update at lr 1e-6 changes the weights (in bf16 it would round away; memtrain refuses that);
 4. the learnable reward of the tests rises under memtrain's own update (`memtrain.rl.trainer.update`): the
    first generated token's id parity, on a model whose output head is sharpened so a few tokens compete;
@@ -80,6 +81,8 @@ def check_devices_and_precision(model, device: str, tmp: str) -> dict:
     batch = collate(rows, 0, device)
     with trainer.autocast(cfg, m):
         logits = m(input_ids=batch.input_ids, attention_mask=batch.attention_mask).logits
+    # bf16 compute on GPUs and native-bf16 CPUs; fp32 on other CPUs, where torch would emulate it
+    compute = torch.bfloat16 if trainer.bf16_compute(cfg, m) else torch.float32
     on_device = all(p.device.type == device for p in m.parameters())
     state_on_device = all(t.device.type == device for s in opt.state.values() for t in s.values()
                           if torch.is_tensor(t) and t.dim() > 0)
@@ -89,10 +92,10 @@ def check_devices_and_precision(model, device: str, tmp: str) -> dict:
         "params_on_device": on_device, "optimizer_state_on_device": state_on_device,
         "batch_on_device": batch.input_ids.device.type == device,
         "param_dtypes": sorted({str(p.dtype) for p in m.parameters()}),
-        "autocast_logits_dtype": str(logits.dtype),
+        "autocast_logits_dtype": str(logits.dtype), "expected_compute_dtype": str(compute),
         "lr_1e-6_changed_fraction_of_touched": changed / max(1, touched), "update": out,
         "ok": on_device and state_on_device and changed >= 0.99 * touched > 0 and all(
-            p.dtype == torch.float32 for p in m.parameters()) and logits.dtype == torch.bfloat16,
+            p.dtype == torch.float32 for p in m.parameters()) and logits.dtype == compute,
     }
 
 

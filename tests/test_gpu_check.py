@@ -17,7 +17,10 @@ def test_gpu_check_smoke_on_cpu(tmp_path):
     info = json.loads((tmp_path / "gpu_check_smoke.json").read_text())
     p = info["precision"]
     assert p["params_on_device"] and p["optimizer_state_on_device"] and p["param_dtypes"] == ["torch.float32"]
-    assert p["autocast_logits_dtype"] == "torch.bfloat16" and p["lr_1e-6_changed_fraction_of_touched"] >= 0.99
+    from memtrain.models import cpu_has_bf16
+
+    assert p["autocast_logits_dtype"] == ("torch.bfloat16" if cpu_has_bf16() else "torch.float32")
+    assert p["lr_1e-6_changed_fraction_of_touched"] >= 0.99
     assert info["learnable"]["last3"] > info["learnable"]["first3"] + 0.2
     t = info["throughput"]
     assert t["update"]["update/optimizer_steps"] == 1 and t["rollout_new_tokens_per_s"] > 0
