@@ -79,7 +79,16 @@ def top_idf_terms(terms: Sequence[Any], df: Callable[[Any], int], n: int | None,
     return [t for t in terms if t in keep]
 
 
-class BM25Retriever:
+class _TopkFromScored:
+    """``topk`` is ``topk_scored`` without the scores: one definition for every retriever."""
+
+    def topk(
+        self, queries: Sequence[Query], k: int, exclude: Sequence[set[int]] | None = None
+    ) -> list[list[int]]:
+        return [[i for i, _ in row] for row in self.topk_scored(queries, k, exclude)]  # type: ignore[attr-defined]
+
+
+class BM25Retriever(_TopkFromScored):
     """BM25 over lowercased words minus English stopwords (``bm25s`` defaults, Lucene scoring).
 
     ``top_terms`` (None: the whole query): query with only that many highest-IDF terms
@@ -128,11 +137,6 @@ class BM25Retriever:
         words = bm25s.tokenize([q], stopwords="en", return_ids=False, show_progress=False)[0]
         return self._cut([self._vocab[w] for w in words if w in self._vocab])
 
-    def topk(
-        self, queries: Sequence[Query], k: int, exclude: Sequence[set[int]] | None = None
-    ) -> list[list[int]]:
-        return [[i for i, _ in row] for row in self.topk_scored(queries, k, exclude)]
-
     def topk_scored(
         self, queries: Sequence[Query], k: int, exclude: Sequence[set[int]] | None = None
     ) -> list[list[tuple[int, float]]]:
@@ -166,7 +170,7 @@ def _bm25s_words(texts: Sequence[str]) -> list[list[str]]:
     return bm25s.tokenize(list(texts), stopwords="en", return_ids=False, show_progress=False)
 
 
-class TantivyRetriever:
+class TantivyRetriever(_TopkFromScored):
     """BM25 top-k from an on-disk tantivy index (``retriever=tantivy``; an option, not the default).
 
     Why: :class:`BM25Retriever` holds its whole score matrix in memory and, per query, adds up every
@@ -255,11 +259,6 @@ class TantivyRetriever:
             self._schema_obj, self._searcher, self._pid = ix.schema, ix.searcher(), os.getpid()
         return self._searcher
 
-    def topk(
-        self, queries: Sequence[Query], k: int, exclude: Sequence[set[int]] | None = None
-    ) -> list[list[int]]:
-        return [[i for i, _ in row] for row in self.topk_scored(queries, k, exclude)]
-
     def topk_scored(
         self, queries: Sequence[Query], k: int, exclude: Sequence[set[int]] | None = None
     ) -> list[list[tuple[int, float]]]:
@@ -288,7 +287,7 @@ class TantivyRetriever:
         return out
 
 
-class DenseRetriever:
+class DenseRetriever(_TopkFromScored):
     """Cosine top-k over embeddings from ``embed(texts) -> array[n, dim]`` (e.g. a sentence encoder).
 
     Memtrain ships no embedding model; pass any function, e.g. one wrapping a local sentence-transformers
@@ -331,11 +330,6 @@ class DenseRetriever:
             tmp = path.with_suffix(f".{os.getpid()}.tmp.npy")
             np.save(tmp, self._emb)
             os.replace(tmp, path)
-
-    def topk(
-        self, queries: Sequence[Query], k: int, exclude: Sequence[set[int]] | None = None
-    ) -> list[list[int]]:
-        return [[i for i, _ in row] for row in self.topk_scored(queries, k, exclude)]
 
     def topk_scored(
         self, queries: Sequence[Query], k: int, exclude: Sequence[set[int]] | None = None
